@@ -1,0 +1,233 @@
+/**
+ * The cancellation tree and the wait protocol every blocking primitive is built on.
+ *
+ * Guarantees, and who keeps them:
+ * 1. Level-triggered cancellation: once a scope is cancelled every checkpoint inside it raises
+ *    again (`pendingCancel` reads a cached bit, never a flag that is cleared).
+ * 2. Exactly one scope owns a raised cancellation — the outermost cancelled scope below the
+ *    nearest shield (`CancelScope.cancelledBy`), so nested timeouts each catch only their own.
+ * 3. O(1) registration: a scope joins its parent's child set and leaves it at `close()`;
+ *    a blocked waiter joins its scope's waiter set and leaves it when it settles.
+ * 4. Commit protocol: a waiter settles once. `commit` after an abort returns false, so the
+ *    producer keeps its value; an abort after a commit is a no-op, so a handed-over value is
+ *    always returned to the waiter — "cancelled means it did not happen".
+ * 5. At most one AbortController per scope, created on first use; no `AbortSignal.any`.
+ */
+import { AsyncLocalStorage } from 'node:async_hooks';
+import { now } from './clock.ts';
+import { type CancelCause, Cancelled } from './errors.ts';
+
+export const UNMASKED = 0;
+export const MASKED = 1;
+export const UNINTERRUPTIBLE = 2;
+export type MaskLevel = 0 | 1 | 2;
+
+/** The smallest part of a task that the context tracks: what `currentTask` returns. */
+export interface TaskLike {
+  readonly id: number;
+  readonly name: string;
+  readonly parent: TaskLike | null;
+  /** A cancellation was raised inside this task (for the swallowed-cancellation warning). */
+  raisedCancel: boolean;
+}
+
+/** The ambient state of running code; immutable, a new one per scope or mask change. */
+export interface Ctx {
+  readonly task: TaskLike | null;
+  readonly scope: CancelScope;
+  readonly mask: MaskLevel;
+}
+
+/** The interface every blocking primitive hands a value through (see guarantee 4). */
+export interface Waiter<T> {
+  /** True until the waiter is committed or aborted. */
+  readonly pending: boolean;
+  /** Hands `value` over; false (and nothing happened) if the waiter already settled. */
+  commit(value: T): boolean;
+  /** Settles the waiter with an error; false if it already settled. */
+  fail(error: unknown): boolean;
+}
+
+const neverSignal = new AbortController().signal;
+
+/**
+ * A node of the cancellation tree. Cancelling it cancels every scope below it except behind a
+ * shield. Created by `cancelScope`, `timeout`, task groups and `spawn` (a task's root scope).
+ */
+export class CancelScope {
+  readonly parent: CancelScope | null;
+  readonly shield: boolean;
+  /** Own cause, set by the first `cancel` of this very scope. */
+  cause: CancelCause | null = null;
+  // Invariant: cancelledBy === (outermost scope s on the path from here up to and including
+  // the nearest shield such that s.cause !== null), or null if there is none.
+  cancelledBy: CancelScope | null;
+  closed = false;
+  children: Set<CancelScope> | null = null;
+  waiters: Set<BlockWaiter<any>> | null = null;
+  controller: AbortController | null = null;
+  onCancel: (() => void) | null = null;
+
+  constructor(parent: CancelScope | null, shield = false) {
+    this.parent = parent;
+    this.shield = shield;
+    this.cancelledBy = parent && !shield ? parent.cancelledBy : null;
+    if (parent) (parent.children ??= new Set()).add(this);
+  }
+
+  /** Requests cancellation of this scope and everything below it; idempotent, synchronous. */
+  cancel(cause: CancelCause): void {
+    if (this.cause) return;
+    this.cause = cause;
+    this.onCancel?.();
+    if (this.cancelledBy) return; // an outer scope already owns the cancellation here
+    propagate(this, this);
+  }
+
+  /** Leaves the tree: the scope can be collected and no longer receives propagation. */
+  close(): void {
+    if (this.closed) return;
+    this.closed = true;
+    this.parent?.children?.delete(this);
+  }
+
+  /** The scope's AbortSignal, created on first use and aborted when the scope is cancelled. */
+  signal(): AbortSignal {
+    if (!this.controller) {
+      this.controller = new AbortController();
+      if (this.cancelledBy) this.controller.abort(raise(this.cancelledBy));
+    }
+    return this.controller.signal;
+  }
+}
+
+function propagate(s: CancelScope, origin: CancelScope): void {
+  s.cancelledBy = origin;
+  if (s.waiters) {
+    for (const w of s.waiters) w.interrupt(origin);
+  }
+  if (s.controller && !s.controller.signal.aborted) s.controller.abort(raise(origin));
+  if (s.children) {
+    for (const c of s.children) if (!c.shield) propagate(c, origin);
+  }
+}
+
+/** Builds the error a checkpoint throws for a cancellation owned by `origin`. */
+export function raise(origin: CancelScope, ctx?: Ctx): Cancelled {
+  if (ctx?.task) ctx.task.raisedCancel = true;
+  return new Cancelled(origin, origin.cause ?? { kind: 'cancel', at: now() });
+}
+
+const storage = new AsyncLocalStorage<Ctx>();
+export const rootScope = new CancelScope(null);
+const rootCtx: Ctx = { task: null, scope: rootScope, mask: UNMASKED };
+
+/** The context of the running code (the root context outside any task). */
+export function current(): Ctx {
+  return storage.getStore() ?? rootCtx;
+}
+
+/** Runs `fn(...args)` with `ctx` as the current context. */
+export function runIn<A extends unknown[], R>(ctx: Ctx, fn: (...args: A) => R, ...args: A): R {
+  return storage.run(ctx, fn, ...args);
+}
+
+/** Test hook called at every checkpoint (see `quiesce/testing`); null in production. */
+export const hooks: { checkpoint: ((ctx: Ctx) => void) | null } = { checkpoint: null };
+
+/**
+ * The scope whose cancellation a checkpoint in `ctx` must raise, or null. `blocking` says
+ * whether the operation is about to block: under `mask` only those are interruptible.
+ */
+export function pendingCancel(ctx: Ctx, blocking: boolean): CancelScope | null {
+  const origin = ctx.scope.cancelledBy;
+  if (origin === null) return null;
+  if (ctx.mask === UNMASKED || (ctx.mask === MASKED && blocking)) return origin;
+  return null;
+}
+
+/**
+ * The check a non-blocking operation makes before it acts: throws the pending cancellation
+ * when unmasked; does nothing under a mask (it cannot block, so it cannot be interrupted).
+ */
+export function pollCancel(): void {
+  const ctx = current();
+  if (hooks.checkpoint) hooks.checkpoint(ctx);
+  const origin = pendingCancel(ctx, false);
+  if (origin) throw raise(origin, ctx);
+}
+
+/** The signal foreign APIs get in `ctx`: never aborted when uninterruptible. */
+export function signalOf(ctx: Ctx): AbortSignal {
+  return ctx.mask === UNINTERRUPTIBLE ? neverSignal : ctx.scope.signal();
+}
+
+const PENDING = 0;
+const COMMITTED = 1;
+const ABORTED = 2;
+
+class BlockWaiter<T> implements Waiter<T> {
+  state = PENDING;
+  scope: CancelScope | null = null;
+  ctx: Ctx | null = null;
+  unregister: (() => void) | void = undefined;
+  resolve!: (v: T) => void;
+  reject!: (e: unknown) => void;
+
+  get pending(): boolean {
+    return this.state === PENDING;
+  }
+
+  commit(value: T): boolean {
+    if (this.state !== PENDING) return false;
+    this.state = COMMITTED;
+    this.scope?.waiters?.delete(this);
+    this.resolve(value);
+    return true;
+  }
+
+  fail(error: unknown): boolean {
+    if (this.state !== PENDING) return false;
+    this.state = ABORTED;
+    this.scope?.waiters?.delete(this);
+    this.reject(error);
+    return true;
+  }
+
+  interrupt(origin: CancelScope): void {
+    if (this.state !== PENDING) return;
+    this.state = ABORTED;
+    this.scope?.waiters?.delete(this);
+    if (this.unregister) this.unregister();
+    this.reject(raise(origin, this.ctx ?? undefined));
+  }
+}
+
+/**
+ * Blocks the current code until a producer commits a value through the waiter that `register`
+ * receives. `register` enqueues the waiter wherever producers will find it and returns how to
+ * take it out again; that is called if the wait is interrupted before a commit.
+ *
+ * **Cancellation**: a checkpoint that blocks, so interruptible under `mask` and not under
+ * `uninterruptibleMask`. A pending cancellation is raised before `register` runs; one that
+ * arrives later aborts the waiter, unregisters it and raises — unless a value was already
+ * committed, which is then returned.
+ */
+export function block<T>(register: (w: Waiter<T>) => (() => void) | void): Promise<T> {
+  const ctx = current();
+  if (hooks.checkpoint) hooks.checkpoint(ctx);
+  const origin = pendingCancel(ctx, true);
+  if (origin) return Promise.reject(raise(origin, ctx));
+  const w = new BlockWaiter<T>();
+  w.ctx = ctx;
+  const p = new Promise<T>((res, rej) => {
+    w.resolve = res;
+    w.reject = rej;
+  });
+  w.unregister = register(w);
+  if (w.state === PENDING && ctx.mask !== UNINTERRUPTIBLE) {
+    w.scope = ctx.scope;
+    (ctx.scope.waiters ??= new Set()).add(w);
+  }
+  return p;
+}

@@ -1,0 +1,288 @@
+/**
+ * Task groups (nurseries) and the combinators built on them.
+ *
+ * Guarantees, and who keeps them:
+ * 1. `spawn` registers the child before it returns; after `close()` it throws — so a shutdown
+ *    that closes the group and then waits can never miss a child (the race in the
+ *    mailing-list seed cannot happen).
+ * 2. `wait()` returns only when every child is done, including children spawned while waiting.
+ * 3. Fail-fast: the first ordinary error of a child cancels its siblings and is what `wait()`
+ *    throws. Supervise: errors go to `onError` and the group lives on.
+ * 4. `race`: the losers are cancelled *and awaited* before it returns.
+ */
+import { now } from './clock.ts';
+import { CancelScope, current, runIn } from './context.ts';
+import { report } from './diagnostics.ts';
+import { ArgumentError, GroupClosedError, isCancellation, TaskCancelledError } from './errors.ts';
+import { spawnIn, type Task } from './task.ts';
+
+/** Options for a task group. */
+export interface TaskGroupOptions {
+  /** A name for diagnostics. */
+  name?: string;
+  /**
+   * `'fail-fast'` (default): a child's error cancels the others and is rethrown by `wait()`.
+   * `'supervise'`: a child's error goes to `onError`; the group and its siblings live on.
+   */
+  policy?: 'fail-fast' | 'supervise';
+  /** Where a supervised child's error goes. Default: a `QUIESCE_HANDLER_ERROR` diagnostic. */
+  onError?: (error: unknown, task: Task<unknown>) => void;
+}
+
+let groupIds = 1;
+
+/**
+ * A set of child tasks with one lifetime. Children are children of the task that created the
+ * group, so they never outlive it; `await using` closes the group and waits for them.
+ * @example
+ * await using group = new TaskGroup({ policy: 'supervise' });
+ * group.spawn(() => serveConnection(conn));
+ */
+export class TaskGroup implements AsyncDisposable {
+  readonly name: string;
+  readonly #policy: 'fail-fast' | 'supervise';
+  readonly #onError: TaskGroupOptions['onError'];
+  /** @internal */
+  readonly scope: CancelScope;
+  readonly #tasks = new Set<Task<unknown>>();
+  #closed = false;
+  #failed = false;
+  #error: unknown;
+  #idle: (() => void) | null = null;
+
+  constructor(options?: TaskGroupOptions) {
+    const policy = options?.policy ?? 'fail-fast';
+    if (policy !== 'fail-fast' && policy !== 'supervise') {
+      throw new ArgumentError(
+        `TaskGroup: policy must be 'fail-fast' or 'supervise', got ${policy}`,
+      );
+    }
+    this.name = options?.name ?? `group-${groupIds++}`;
+    this.#policy = policy;
+    this.#onError = options?.onError;
+    this.scope = new CancelScope(current().scope);
+  }
+
+  /** How many children are running. */
+  get size(): number {
+    return this.#tasks.size;
+  }
+
+  /** True once `close()` or `cancel()` was called. */
+  get closed(): boolean {
+    return this.#closed;
+  }
+
+  /** The running children. */
+  get tasks(): ReadonlySet<Task<unknown>> {
+    return this.#tasks;
+  }
+
+  /**
+   * Starts `fn` as a child of the group, registered before this returns. Throws
+   * `GroupClosedError` once the group is closed.
+   * **Cancellation**: not a checkpoint; never blocks.
+   */
+  spawn<T>(fn: () => T | PromiseLike<T>, options?: { name?: string }): Task<T> {
+    if (this.#closed) throw new GroupClosedError(this.name);
+    if (typeof fn !== 'function') throw new ArgumentError('group.spawn(fn): fn must be a function');
+    const t = spawnIn(current(), this.scope, fn, options?.name);
+    this.#tasks.add(t);
+    t.observe();
+    t.joined().then(() => this.#childDone(t));
+    return t;
+  }
+
+  #childDone(t: Task<unknown>): void {
+    this.#tasks.delete(t);
+    const r = t.outcome!;
+    if (!r.ok && !(r.error instanceof TaskCancelledError)) {
+      if (this.#policy === 'fail-fast') {
+        if (!this.#failed) {
+          this.#failed = true;
+          this.#error = r.error;
+          this.scope.cancel({ kind: 'cancel', reason: r.error, by: t.name, at: now() });
+        }
+      } else if (this.#onError) {
+        try {
+          this.#onError(r.error, t);
+        } catch (e) {
+          report({
+            code: 'QUIESCE_HANDLER_ERROR',
+            message: `onError of ${this.name} threw`,
+            error: e,
+          });
+        }
+      } else {
+        report({
+          code: 'QUIESCE_HANDLER_ERROR',
+          message: `task ${t.name} of group ${this.name} failed`,
+          task: t.name,
+          error: r.error,
+        });
+      }
+    }
+    if (this.#tasks.size === 0 && this.#idle) {
+      const f = this.#idle;
+      this.#idle = null;
+      f();
+    }
+  }
+
+  /** Refuses new children from now on; running ones go on. Idempotent. */
+  close(): void {
+    this.#closed = true;
+  }
+
+  /** @internal waits until no child runs; not a checkpoint, never rejects. */
+  idle(): Promise<void> {
+    if (this.#tasks.size === 0) return Promise.resolve();
+    return new Promise<void>((resolve) => {
+      const prev = this.#idle;
+      this.#idle = () => {
+        prev?.();
+        resolve();
+      };
+    });
+  }
+
+  /**
+   * Waits until every child is done (also those spawned meanwhile). Fail-fast groups then
+   * throw the first child error.
+   * **Cancellation**: not a checkpoint — it waits for the children, which a cancellation of
+   * the caller cancels too when the group lives in the caller's scope.
+   */
+  async wait(): Promise<void> {
+    await this.idle();
+    if (this.#failed) throw this.#error;
+  }
+
+  /**
+   * Closes the group, cancels every child and waits until all are done, cleanups included.
+   * Never throws the children's errors (supervised ones still go to `onError`).
+   */
+  async cancel(reason?: unknown): Promise<void> {
+    this.#closed = true;
+    this.scope.cancel({ kind: 'cancel', reason, by: current().task?.name, at: now() });
+    await this.idle();
+  }
+
+  /** @internal ends the group's scope once it is idle. */
+  dispose(): void {
+    this.#closed = true;
+    this.scope.close();
+  }
+
+  /** Closes the group and waits for its children (`await using`). */
+  async [Symbol.asyncDispose](): Promise<void> {
+    this.#closed = true;
+    try {
+      await this.wait();
+    } finally {
+      this.dispose();
+    }
+  }
+}
+
+/**
+ * Runs `fn` with a fresh task group and returns its value once every child is done (a
+ * nursery). In a fail-fast group a child's error cancels `fn` and the siblings and is
+ * rethrown; if `fn` throws, the children are cancelled and awaited before it propagates.
+ * If the group is cancelled with `group.cancel()` while `fn` runs, it returns `undefined`.
+ * @example
+ * await withTaskGroup(async (g) => {
+ *   for (const url of urls) g.spawn(() => download(url));
+ * });
+ */
+export async function withTaskGroup<T>(
+  fn: (group: TaskGroup) => T | PromiseLike<T>,
+  options?: TaskGroupOptions,
+): Promise<T | undefined> {
+  const g = new TaskGroup(options);
+  const ctx = current();
+  let value: T;
+  try {
+    value = await runIn({ task: ctx.task, scope: g.scope, mask: ctx.mask }, fn, g);
+  } catch (e) {
+    await g.cancel();
+    g.dispose();
+    // A cancellation caused by a child's failure is replaced by that failure.
+    const own = isCancellation(e) && e.origin === g.scope;
+    try {
+      await g.wait();
+    } catch (childError) {
+      if (own) throw childError;
+    }
+    if (own) return undefined;
+    throw e;
+  }
+  try {
+    g.close();
+    await g.wait();
+  } finally {
+    g.dispose();
+  }
+  return value;
+}
+
+type Fn<T> = () => T | PromiseLike<T>;
+
+/**
+ * Runs every function concurrently and returns the first outcome — value or error — after
+ * cancelling the others and waiting until they are done.
+ * @example
+ * const answer = await race([() => askPrimary(q), () => sleep(50).then(() => askReplica(q))]);
+ */
+export async function race<T>(fns: readonly Fn<T>[]): Promise<T> {
+  if (!Array.isArray(fns) || fns.length === 0) {
+    throw new ArgumentError('race(fns): fns must be a non-empty array of functions');
+  }
+  let winner: { ok: true; value: T } | { ok: false; error: unknown } | null = null;
+  await withTaskGroup(
+    (g) => {
+      for (const f of fns) {
+        g.spawn(async () => {
+          try {
+            const value = await f();
+            winner ??= { ok: true, value };
+          } catch (error) {
+            if (isCancellation(error)) throw error;
+            winner ??= { ok: false, error };
+          }
+          g.scope.cancel({ kind: 'cancel', reason: 'race decided', at: now() });
+        });
+      }
+    },
+    { policy: 'supervise' },
+  );
+  if (!winner) throw new ArgumentError('race: no function finished');
+  const w = winner as { ok: true; value: T } | { ok: false; error: unknown };
+  if (w.ok) return w.value;
+  throw w.error;
+}
+
+/**
+ * Runs every function concurrently and returns all values in order; the first error cancels
+ * the rest, waits for them, and is rethrown.
+ * @example
+ * const [user, orders] = await all([() => getUser(id), () => getOrders(id)]);
+ */
+export async function all<T extends readonly Fn<unknown>[]>(
+  fns: T,
+): Promise<{ -readonly [K in keyof T]: Awaited<ReturnType<T[K]>> }> {
+  if (!Array.isArray(fns)) throw new ArgumentError('all(fns): fns must be an array of functions');
+  const out = new Array(fns.length);
+  await withTaskGroup((g) => {
+    fns.forEach((f, i) => {
+      g.spawn(async () => {
+        out[i] = await f();
+      });
+    });
+  });
+  return out as { -readonly [K in keyof T]: Awaited<ReturnType<T[K]>> };
+}
+
+/** Runs two functions concurrently and returns both values (`all` for a pair). */
+export function concurrently<A, B>(a: Fn<A>, b: Fn<B>): Promise<[A, B]> {
+  return all([a, b] as const) as Promise<[A, B]>;
+}

@@ -1,0 +1,293 @@
+/**
+ * Cancel scopes, deadlines and the checkpoints that deliver them.
+ *
+ * Guarantees, and who keeps them:
+ * 1. A scope catches only its own cancellation (`runScope` compares the error's origin), so
+ *    nested timeouts each catch their own and an outer cancellation always passes through.
+ * 2. Exactly one of value and expiry wins: if `fn` returns, its value is returned even when
+ *    the deadline passed meanwhile; if it raised the scope's own cancellation, the expiry wins.
+ * 3. No timer outlives the call: a scope's deadline is removed in `finally`, and deadlines live
+ *    in the shared structure of `clock.ts` (no host timer per call).
+ * 4. Cleanup inside `fn` has completed when the call returns: it returns when `fn` settles.
+ */
+import { addDeadline, type Deadline, now, removeDeadline } from './clock.ts';
+import {
+  block,
+  CancelScope,
+  current,
+  hooks,
+  pendingCancel,
+  raise,
+  runIn,
+  signalOf,
+} from './context.ts';
+import { report } from './diagnostics.ts';
+import { ArgumentError, Cancelled, TimeoutError } from './errors.ts';
+
+/** Options for `cancelScope`. */
+export interface CancelScopeOptions {
+  /** Relative deadline in ms; `< 0` or `Infinity` means none. */
+  timeoutMs?: number;
+  /** Absolute deadline on the library clock (`now()` ms). */
+  deadline?: number;
+  /** Cancellation from outside does not reach inside (its own deadline still does). */
+  shield?: boolean;
+}
+
+/** The handle `cancelScope` gives its body, and what it returns. */
+export interface ScopeHandle {
+  /** Cancels the scope's body; idempotent. */
+  cancel(reason?: unknown): void;
+  /** True if this scope caught its own cancellation (set when the call returns). */
+  readonly cancelledCaught: boolean;
+  /** True once `cancel` was called or the deadline expired. */
+  readonly cancelCalled: boolean;
+  /** The absolute deadline, `Infinity` if none. */
+  readonly deadline: number;
+  /** The scope's AbortSignal, for foreign APIs. */
+  readonly signal: AbortSignal;
+}
+
+class Handle implements ScopeHandle {
+  cancelledCaught = false;
+  readonly scope: CancelScope;
+  readonly deadline: number;
+  constructor(scope: CancelScope, deadline: number) {
+    this.scope = scope;
+    this.deadline = deadline;
+  }
+  cancel(reason?: unknown): void {
+    this.scope.cancel({ kind: 'cancel', reason, by: current().task?.name, at: now() });
+  }
+  get cancelCalled(): boolean {
+    return this.scope.cause !== null;
+  }
+  get signal(): AbortSignal {
+    return this.scope.signal();
+  }
+}
+
+function validMs(name: string, ms: unknown): number {
+  if (typeof ms !== 'number' || Number.isNaN(ms)) {
+    throw new ArgumentError(`${name}: ms must be a number, got ${String(ms)}`);
+  }
+  return ms;
+}
+
+/** @internal runs `fn` in a new child scope; `deadline` is absolute, Infinity for none. */
+export async function runScope<T>(
+  deadline: number,
+  shield: boolean,
+  fn: (h: ScopeHandle) => T | PromiseLike<T>,
+): Promise<{ handle: Handle; value: T | undefined }> {
+  const ctx = current();
+  const scope = new CancelScope(ctx.scope, shield);
+  const handle = new Handle(scope, deadline);
+  let d: Deadline | null = null;
+  if (deadline !== Number.POSITIVE_INFINITY) {
+    const fire = () => scope.cancel({ kind: 'deadline', deadline, at: now() });
+    if (deadline <= now()) fire();
+    else d = addDeadline(deadline, fire);
+  }
+  try {
+    const value = await runIn({ task: ctx.task, scope, mask: ctx.mask }, fn, handle);
+    return { handle, value };
+  } catch (e) {
+    if (e instanceof Cancelled && e.origin === scope) {
+      handle.cancelledCaught = true;
+      return { handle, value: undefined };
+    }
+    throw e;
+  } finally {
+    if (d) removeDeadline(d);
+    scope.close();
+  }
+}
+
+/**
+ * Runs `fn` in a new cancel scope — the general form of `timeout`. The body gets a handle to
+ * cancel the scope; a cancellation of this scope (by the handle or its deadline) ends the body
+ * at its next checkpoint and `cancelScope` returns normally with `cancelledCaught: true`.
+ * **Cancellation**: not a checkpoint itself; outer cancellations pass through unless `shield`.
+ * @example
+ * const { value, cancelledCaught } = await cancelScope(async (scope) => {
+ *   setTimeout(() => scope.cancel('enough'), 10);
+ *   await sleep(1000);
+ * });
+ */
+export async function cancelScope<T>(
+  fn: (scope: ScopeHandle) => T | PromiseLike<T>,
+  options?: CancelScopeOptions,
+): Promise<{ value: T | undefined; cancelledCaught: boolean; scope: ScopeHandle }> {
+  let deadline = Number.POSITIVE_INFINITY;
+  if (options?.timeoutMs !== undefined) {
+    const ms = validMs('cancelScope', options.timeoutMs);
+    if (ms >= 0) deadline = now() + ms;
+  }
+  if (options?.deadline !== undefined) {
+    deadline = Math.min(deadline, validMs('cancelScope deadline', options.deadline));
+  }
+  const { handle, value } = await runScope(deadline, options?.shield === true, fn);
+  return { value, cancelledCaught: handle.cancelledCaught, scope: handle };
+}
+
+/**
+ * Runs `fn` in the current task with a time limit; returns its value, or `undefined` if the
+ * time ran out. `ms < 0` (or `Infinity`): no limit. `ms === 0`: returns `undefined` at once
+ * without running `fn`. The expiry is a cancellation unique to this call: only this call
+ * catches it. Cleanup inside `fn` has finished when it returns; no timer outlives it.
+ * **Cancellation**: not a checkpoint itself; an outer cancellation passes through.
+ * Reference: `timeout ms fn = cancelScope(fn, { timeoutMs: ms })` keeping only the value.
+ * @example
+ * const body = await timeout(500, () => conn.readLine());
+ * if (body === undefined) console.log('too slow');
+ */
+export async function timeout<T>(ms: number, fn: () => T | PromiseLike<T>): Promise<T | undefined> {
+  validMs('timeout', ms);
+  if (ms === 0) return undefined;
+  if (ms < 0 || ms === Number.POSITIVE_INFINITY) return fn();
+  const { handle, value } = await runScope(now() + ms, false, fn);
+  return handle.cancelledCaught ? undefined : value;
+}
+
+/**
+ * `timeout` that throws `TimeoutError` (an ordinary error) instead of returning `undefined`.
+ * @example
+ * const row = await timeoutOrThrow(100, () => db.query(sql));
+ */
+export async function timeoutOrThrow<T>(ms: number, fn: () => T | PromiseLike<T>): Promise<T> {
+  validMs('timeoutOrThrow', ms);
+  if (ms === 0) throw new TimeoutError(0);
+  if (ms < 0 || ms === Number.POSITIVE_INFINITY) return fn();
+  const { handle, value } = await runScope(now() + ms, false, fn);
+  if (handle.cancelledCaught) throw new TimeoutError(ms);
+  return value as T;
+}
+
+/**
+ * `timeout` with an absolute deadline on the library clock (`now()`); a deadline already past
+ * returns `undefined` at once without running `fn`.
+ */
+export async function timeoutAt<T>(
+  deadline: number,
+  fn: () => T | PromiseLike<T>,
+): Promise<T | undefined> {
+  validMs('timeoutAt', deadline);
+  if (deadline <= now()) return undefined;
+  const { handle, value } = await runScope(deadline, false, fn);
+  return handle.cancelledCaught ? undefined : value;
+}
+
+/** `timeoutAt` that throws `TimeoutError` when the deadline passes. */
+export async function timeoutAtOrThrow<T>(
+  deadline: number,
+  fn: () => T | PromiseLike<T>,
+): Promise<T> {
+  validMs('timeoutAtOrThrow', deadline);
+  if (deadline <= now()) throw new TimeoutError();
+  const { handle, value } = await runScope(deadline, false, fn);
+  if (handle.cancelledCaught) throw new TimeoutError();
+  return value as T;
+}
+
+/**
+ * Bounded cleanup: runs `fn` shielded from outside cancellation but with its own deadline
+ * (Trio's `move_on_after(ms, shield=True)`). Returns `fn`'s value, or `undefined` if it overran;
+ * an overrun is reported as `QUIESCE_CLEANUP_OVERRUN`. A pending outer cancellation is raised
+ * again at the first checkpoint after it (level-triggered), so it is never hidden.
+ * **Cancellation**: inside, only the deadline cancels.
+ * @example
+ * finally { await boundedCleanup(2000, () => conn.gracefulClose()); }
+ */
+export async function boundedCleanup<T>(
+  ms: number,
+  fn: () => T | PromiseLike<T>,
+): Promise<T | undefined> {
+  validMs('boundedCleanup', ms);
+  const deadline = ms < 0 ? Number.POSITIVE_INFINITY : now() + ms;
+  const { handle, value } = await runScope(deadline, true, fn);
+  if (handle.cancelledCaught) {
+    report({
+      code: 'QUIESCE_CLEANUP_OVERRUN',
+      message: `cleanup overran its ${ms} ms budget and was cancelled`,
+      task: current().task?.name,
+    });
+    return undefined;
+  }
+  return value;
+}
+
+/**
+ * An explicit checkpoint: raises the pending cancellation if the current code is unmasked and
+ * inside a cancelled scope; otherwise lets other work run for one microtask turn.
+ * **Cancellation**: a non-blocking checkpoint, so it never raises under `mask`.
+ * @example
+ * for (const row of rows) { await checkpoint(); process(row); }
+ */
+export async function checkpoint(): Promise<void> {
+  const ctx = current();
+  if (hooks.checkpoint) hooks.checkpoint(ctx);
+  const origin = pendingCancel(ctx, false);
+  if (origin) throw raise(origin, ctx);
+}
+
+/**
+ * Waits `ms` milliseconds on the library clock. `sleep(Infinity)` waits until cancelled.
+ * **Cancellation**: a blocking checkpoint (interruptible under `mask`).
+ * @example
+ * await sleep(100);
+ */
+export function sleep(ms: number): Promise<void> {
+  validMs('sleep', ms);
+  if (ms <= 0) return checkpoint();
+  if (ms === Number.POSITIVE_INFINITY) return block<void>(() => {});
+  return block<void>((w) => {
+    const d = addDeadline(now() + ms, () => w.commit());
+    return () => removeDeadline(d);
+  });
+}
+
+/** Waits until the absolute clock time `deadline` (see `sleep`). */
+export function sleepUntil(deadline: number): Promise<void> {
+  validMs('sleepUntil', deadline);
+  return sleep(deadline - now());
+}
+
+/**
+ * The current scope's AbortSignal, for foreign APIs (`fetch`, `timers/promises`, streams): it
+ * aborts, with the `Cancelled` error as reason, when the scope is cancelled. One lazily created
+ * controller per scope. Under `uninterruptibleMask` it is a signal that never aborts.
+ * @example
+ * const res = await adopt(fetch(url, { signal: currentSignal() }));
+ */
+export function currentSignal(): AbortSignal {
+  return signalOf(current());
+}
+
+/**
+ * Runs `fn` under an external AbortSignal: when `signal` aborts, the scope running `fn` is
+ * cancelled (so every `finally` runs) and `withSignal` rejects with `signal.reason`. The
+ * listener is removed when `fn` settles.
+ * **Cancellation**: outer cancellations pass through unchanged.
+ * @example
+ * app.get('/report', (req, res) => withSignal(req.signal, () => buildReport()));
+ */
+export async function withSignal<T>(signal: AbortSignal, fn: () => T | PromiseLike<T>): Promise<T> {
+  if (!(signal instanceof AbortSignal)) {
+    throw new ArgumentError('withSignal(signal, fn): signal must be an AbortSignal');
+  }
+  if (signal.aborted) throw signal.reason;
+  let scope: CancelScope | null = null;
+  const onAbort = () => scope?.cancel({ kind: 'signal', reason: signal.reason, at: now() });
+  signal.addEventListener('abort', onAbort, { once: true });
+  try {
+    const { handle, value } = await runScope(Number.POSITIVE_INFINITY, false, (h) => {
+      scope = (h as Handle).scope;
+      return fn();
+    });
+    if (handle.cancelledCaught) throw signal.reason;
+    return value as T;
+  } finally {
+    signal.removeEventListener('abort', onAbort);
+  }
+}

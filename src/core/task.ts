@@ -1,0 +1,339 @@
+/**
+ * Tasks: async functions with an identity, a parent, and a cancellation scope.
+ *
+ * Guarantees, and who keeps them:
+ * 1. No task outlives its parent: when a body settles, its running children are cancelled and
+ *    awaited before its own outcome is delivered (`runTask`).
+ * 2. `cancel()` returns only when the task is done, finalizers and adopted promises included;
+ *    it is idempotent and a no-op on a finished task.
+ * 3. A waiter never receives a cancellation it could mistake for its own: a task that ended
+ *    cancelled is reported to `wait()` as an ordinary `TaskCancelledError`.
+ * 4. A child is registered with its parent synchronously inside `spawn`, before `spawn`
+ *    returns — there is no window in which a parent can miss a child.
+ */
+import { now } from './clock.ts';
+import {
+  block,
+  CancelScope,
+  type Ctx,
+  current,
+  pollCancel,
+  runIn,
+  type TaskLike,
+  type Waiter,
+} from './context.ts';
+import { report } from './diagnostics.ts';
+import {
+  ArgumentError,
+  type CancelCause,
+  isCancellation,
+  type Result,
+  TaskCancelledError,
+} from './errors.ts';
+
+let nextId = 1;
+const roots = new Set<Task<unknown>>();
+
+/** Options for `spawn`. */
+export interface SpawnOptions {
+  /** A name for diagnostics and the task-tree dump. Default: `task-<id>`. */
+  name?: string;
+}
+
+/**
+ * A running or finished task. Create one with `spawn`; `await using` cancels it at scope exit.
+ */
+export class Task<T> implements TaskLike, AsyncDisposable {
+  readonly id: number;
+  readonly name: string;
+  readonly parent: Task<unknown> | null;
+  /** @internal the task's root scope. */
+  readonly scope: CancelScope;
+  /** @internal */
+  raisedCancel = false;
+  /** @internal running children. */
+  children: Set<Task<unknown>> | null = null;
+  #outcome: Result<T> | null = null;
+  #observed = false;
+  #waiters: Waiter<Result<T>>[] | null = null;
+  #done: Promise<void> | null = null;
+  #resolveDone: (() => void) | null = null;
+  /** @internal foreign promises adopted by this task, awaited before it finishes. */
+  adopted: Set<Promise<unknown>> | null = null;
+
+  /** @internal use `spawn`. */
+  constructor(parent: Task<unknown> | null, parentScope: CancelScope, name: string | undefined) {
+    this.id = nextId++;
+    this.name = name ?? `task-${this.id}`;
+    this.parent = parent;
+    this.scope = new CancelScope(parentScope);
+    if (parent) (parent.children ??= new Set()).add(this);
+    else roots.add(this);
+  }
+
+  /** True once the task, its children and its finalizers are all done. */
+  get done(): boolean {
+    return this.#outcome !== null;
+  }
+
+  /**
+   * The task's value; rethrows its error; throws `TaskCancelledError` if it was cancelled.
+   * **Cancellation**: a checkpoint; blocks until the task is done; interruptible under `mask`.
+   * Being cancelled while waiting leaves the task running.
+   */
+  async wait(): Promise<T> {
+    const r = await this.result();
+    if (r.ok) return r.value;
+    throw r.error;
+  }
+
+  /**
+   * The task's outcome as `{ ok, value }` or `{ ok: false, error }`: never throws the task's
+   * error (a cancelled task gives a `TaskCancelledError`). It does raise the *caller's* own
+   * cancellation, like every checkpoint — swallowing that would break the caller's scope.
+   * **Cancellation**: a checkpoint; blocks until the task is done.
+   */
+  result(): Promise<Result<T>> {
+    this.#observed = true;
+    if (this.#outcome) {
+      pollCancel();
+      return Promise.resolve(this.#outcome);
+    }
+    return block<Result<T>>((w) => {
+      (this.#waiters ??= []).push(w);
+    });
+  }
+
+  /**
+   * Requests cancellation and waits until the task is done, finalizers included (like
+   * Haskell's synchronous `throwTo` followed by `waitCatch`). A no-op on a finished task;
+   * idempotent; any number of cancellers may wait.
+   * **Cancellation**: the wait is a checkpoint; if the caller is itself cancelled while
+   * waiting it stops waiting (the request stands).
+   */
+  async cancel(reason?: unknown): Promise<void> {
+    if (this.#outcome) return;
+    const by = current().task?.name;
+    this.scope.cancel({ kind: 'cancel', reason, by, at: now() });
+    await block<void>((w) => {
+      this.joined().then(() => w.commit());
+    });
+  }
+
+  /** Cancels the task and waits for it: `await using t = spawn(...)`. */
+  [Symbol.asyncDispose](): Promise<void> {
+    return this.cancel('disposed');
+  }
+
+  /** @internal resolves when the task is done; never rejects; not a checkpoint. */
+  joined(): Promise<void> {
+    if (this.#outcome) return Promise.resolve();
+    if (!this.#done) {
+      this.#done = new Promise<void>((r) => {
+        this.#resolveDone = r;
+      });
+    }
+    return this.#done;
+  }
+
+  /** @internal the raw outcome (cancellations untranslated), or null while running. */
+  get outcome(): Result<T> | null {
+    return this.#outcome;
+  }
+
+  /** @internal */
+  finish(raw: Result<T>): void {
+    const r: Result<T> =
+      !raw.ok && isCancellation(raw.error)
+        ? { ok: false, error: new TaskCancelledError(this.name, raw.error.cancelCause) }
+        : raw;
+    if (raw.ok && this.raisedCancel && this.scope.cancelledBy) {
+      report({
+        code: 'QUIESCE_SWALLOWED_CANCELLATION',
+        message: `task ${this.name} was cancelled but swallowed the cancellation and finished normally`,
+        task: this.name,
+      });
+    }
+    this.#outcome = r;
+    this.scope.close();
+    if (this.parent) this.parent.children?.delete(this);
+    else roots.delete(this);
+    const ws = this.#waiters;
+    this.#waiters = null;
+    if (ws) for (const w of ws) w.commit(r);
+    this.#resolveDone?.();
+    if (!r.ok && !(raw.ok === false && isCancellation(raw.error)) && !this.#observed && !ws) {
+      this.#reportIfUnobserved(r.error);
+    }
+  }
+
+  #reportIfUnobserved(error: unknown): void {
+    // Give whoever holds the task one turn of the loop to look at the outcome.
+    setImmediate(() => {
+      if (this.#observed) return;
+      report({
+        code: 'QUIESCE_UNOBSERVED_TASK_ERROR',
+        message: `task ${this.name} failed and nobody waited for it`,
+        task: this.name,
+        error,
+      });
+    });
+  }
+
+  /** @internal marks the outcome as looked at (groups and joins do). */
+  observe(): void {
+    this.#observed = true;
+  }
+
+  /** @internal registers a waiter for the outcome (used by `select`). */
+  onDone(w: Waiter<Result<T>>): () => void {
+    this.#observed = true;
+    if (this.#outcome) {
+      w.commit(this.#outcome);
+      return () => {};
+    }
+    const ws = (this.#waiters ??= []);
+    ws.push(w);
+    return () => {
+      const i = ws.indexOf(w);
+      if (i >= 0) ws.splice(i, 1);
+    };
+  }
+}
+
+async function runTask<T>(t: Task<T>, fn: () => T | PromiseLike<T>): Promise<void> {
+  let r: Result<T>;
+  try {
+    r = { ok: true, value: await fn() };
+  } catch (error) {
+    r = { ok: false, error };
+  }
+  await settleChildren(t);
+  t.finish(r);
+}
+
+/** Cancels a finished body's children and adopted work, and waits for all of it. */
+async function settleChildren(t: Task<unknown>): Promise<void> {
+  while (t.children?.size || t.adopted?.size) {
+    if (t.children?.size) {
+      const cause: CancelCause = { kind: 'parent', by: t.name, at: now() };
+      const kids = [...t.children];
+      for (const c of kids) c.scope.cancel(cause);
+      await Promise.all(kids.map((c) => c.joined()));
+    }
+    if (t.adopted?.size) await Promise.all([...t.adopted]);
+  }
+}
+
+/**
+ * Starts `fn` as a task, a child of the current task (or a root task outside any task).
+ * The child is registered before `spawn` returns, inherits the current masking state (so a
+ * task spawned inside `mask` is born masked), and its scope is a child of the current scope.
+ * **Cancellation**: not a checkpoint; never blocks.
+ * @example
+ * const t = spawn(async () => { await sleep(10); return 42; });
+ * console.log(await t.wait()); // 42
+ */
+export function spawn<T>(fn: () => T | PromiseLike<T>, options?: SpawnOptions): Task<T> {
+  if (typeof fn !== 'function') throw new ArgumentError('spawn(fn): fn must be a function');
+  return spawnIn(current(), current().scope, fn, options?.name);
+}
+
+/** @internal spawns with an explicit parent scope (task groups use their own scope). */
+export function spawnIn<T>(
+  ctx: Ctx,
+  parentScope: CancelScope,
+  fn: () => T | PromiseLike<T>,
+  name: string | undefined,
+): Task<T> {
+  const t = new Task<T>(ctx.task as Task<unknown> | null, parentScope, name);
+  runIn({ task: t, scope: t.scope, mask: ctx.mask }, runTask<T>, t, fn);
+  return t;
+}
+
+/** The task running the current code, or null outside any task. */
+export function currentTask(): Task<unknown> | null {
+  return current().task as Task<unknown> | null;
+}
+
+/** Options for `adopt`. */
+export interface AdoptOptions {
+  /**
+   * What the owning task does with the promise if it finishes first (say, cancelled):
+   * `'wait'` (default) keeps it from finishing until the promise settles; `'abandon'` lets it
+   * finish at once and reports a `QUIESCE_ABANDONED_PROMISE` diagnostic.
+   */
+  onExit?: 'wait' | 'abandon';
+}
+
+/**
+ * Awaits a foreign promise as a checkpoint: a cancellation interrupts the wait at once, while
+ * the promise itself is tracked so the task (and so `cancel()`) does not finish before it has
+ * settled — unless `onExit: 'abandon'`, which is reported.
+ * **Cancellation**: a blocking checkpoint. Pass `currentSignal()` to the foreign API as well
+ * so it can stop its own work.
+ * @example
+ * const res = await adopt(fetch(url, { signal: currentSignal() }));
+ */
+export function adopt<T>(promise: PromiseLike<T>, options?: AdoptOptions): Promise<T> {
+  const task = currentTask();
+  const settled = Promise.resolve(promise).then(
+    (value): Result<T> => ({ ok: true, value }),
+    (error): Result<T> => ({ ok: false, error }),
+  );
+  if (task) {
+    const tracked = settled.then(() => {
+      task.adopted?.delete(tracked);
+    });
+    if (options?.onExit === 'abandon') {
+      tracked.then(() => {});
+    } else {
+      (task.adopted ??= new Set()).add(tracked);
+    }
+  }
+  return block<Result<T>>((w) => {
+    settled.then((r) => w.commit(r));
+    if (task && options?.onExit === 'abandon') {
+      task.joined().then(() => {
+        if (w.pending) {
+          report({
+            code: 'QUIESCE_ABANDONED_PROMISE',
+            message: `task ${task.name} finished and abandoned a pending promise`,
+            task: task.name,
+          });
+        }
+      });
+    }
+  }).then((r) => {
+    if (r.ok) return r.value;
+    throw r.error;
+  });
+}
+
+/**
+ * A text dump of every live task, indented by parentage, with each task's state.
+ * @example
+ * console.error(dumpTasks());
+ */
+export function dumpTasks(): string {
+  const lines: string[] = [];
+  const walk = (t: Task<unknown>, depth: number) => {
+    const c = t.scope.cancelledBy?.cause ?? t.scope.cause;
+    const state = c ? `cancelling (${c.kind}${c.by ? ` by ${c.by}` : ''})` : 'running';
+    lines.push(`${'  '.repeat(depth)}#${t.id} ${t.name} ${state}`);
+    if (t.children) for (const k of t.children) walk(k, depth + 1);
+  };
+  for (const t of roots) walk(t, 0);
+  return lines.join('\n');
+}
+
+/** How many tasks are alive, for leak checks. */
+export function liveTaskCount(): number {
+  let n = 0;
+  const walk = (t: Task<unknown>) => {
+    n++;
+    if (t.children) for (const k of t.children) walk(k);
+  };
+  for (const t of roots) walk(t);
+  return n;
+}
