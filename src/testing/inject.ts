@@ -1,0 +1,167 @@
+import { AssertionError } from 'node:assert';
+import { hostTimerActive, pendingDeadlines } from '../core/clock.ts';
+import { type Ctx, hooks, type TaskLike } from '../core/context.ts';
+import type { Result } from '../core/errors.ts';
+import { liveTaskCount, spawn, type Task } from '../core/task.ts';
+import { flush } from './test-clock.ts';
+
+/** What a leak check compares: live tasks, pending deadlines, and the host's active resources. */
+export interface ResourceSnapshot {
+  tasks: number;
+  deadlines: number;
+  hostTimer: boolean;
+  resources: Record<string, number>;
+}
+
+/** Counts what could leak right now (see `assertNoLeaks`). */
+export function snapshotResources(): ResourceSnapshot {
+  const resources: Record<string, number> = {};
+  for (const r of process.getActiveResourcesInfo()) resources[r] = (resources[r] ?? 0) + 1;
+  return {
+    tasks: liveTaskCount(),
+    deadlines: pendingDeadlines(),
+    hostTimer: hostTimerActive(),
+    resources,
+  };
+}
+
+function diff(before: ResourceSnapshot, after: ResourceSnapshot): string[] {
+  const out: string[] = [];
+  if (after.tasks > before.tasks) out.push(`${after.tasks - before.tasks} task(s) still alive`);
+  if (after.deadlines > before.deadlines) {
+    out.push(`${after.deadlines - before.deadlines} deadline(s) still pending`);
+  }
+  if (after.hostTimer && !before.hostTimer) out.push('the shared host timer is still armed');
+  for (const [k, n] of Object.entries(after.resources)) {
+    const m = before.resources[k] ?? 0;
+    if (n > m) out.push(`${n - m} more ${k}`);
+  }
+  return out;
+}
+
+/**
+ * Throws an AssertionError naming what leaked since `before` (tasks, deadlines, host timers,
+ * sockets, …). Waits up to `graceMs` of real time for resources that close asynchronously.
+ * @example
+ * const before = snapshotResources();
+ * await scenario();
+ * await assertNoLeaks(before);
+ */
+export async function assertNoLeaks(before: ResourceSnapshot, graceMs = 500): Promise<void> {
+  const until = Date.now() + graceMs;
+  for (;;) {
+    await flush();
+    const leaks = diff(before, snapshotResources());
+    if (leaks.length === 0) return;
+    if (Date.now() >= until) throw new AssertionError({ message: `leaked: ${leaks.join(', ')}` });
+    await new Promise((r) => setTimeout(r, 10));
+  }
+}
+
+function inTree(t: TaskLike | null, root: Task<unknown> | undefined): boolean {
+  for (let x = t; x; x = x.parent) if (x === root) return true;
+  return false;
+}
+
+async function runCounting<T>(
+  scenario: () => T | PromiseLike<T>,
+  onCheckpoint: (n: number, root: Task<unknown>) => void,
+): Promise<{ count: number; outcome: Result<T> }> {
+  let root: Task<T> | undefined;
+  let count = 0;
+  const prev = hooks.checkpoint;
+  hooks.checkpoint = (ctx: Ctx) => {
+    prev?.(ctx);
+    if (root && inTree(ctx.task, root as Task<unknown>))
+      onCheckpoint(++count, root as Task<unknown>);
+  };
+  try {
+    root = spawn(
+      async () => {
+        // Lets `root` be assigned before the scenario's first checkpoint.
+        await null;
+        return scenario();
+      },
+      { name: 'scenario' },
+    );
+    const outcome = await root.result();
+    return { count, outcome };
+  } finally {
+    hooks.checkpoint = prev;
+  }
+}
+
+/**
+ * Asserts that `fn` passes through at least one checkpoint (trio's `assert_checkpoints`):
+ * an operation that claims to be cancellable must give cancellation a place to land.
+ * Returns the number of checkpoints seen.
+ * @example
+ * await assertCheckpoints(() => chan.read());
+ */
+export async function assertCheckpoints(fn: () => unknown): Promise<number> {
+  const { count, outcome } = await runCounting(fn, () => {});
+  if (!outcome.ok) throw outcome.error;
+  if (count === 0) throw new AssertionError({ message: 'expected at least one checkpoint' });
+  return count;
+}
+
+/** Options for `injectCancellation`. */
+export interface InjectionOptions<S> {
+  /** Builds fresh state for one run (shared structures, counters). */
+  setup: () => S | PromiseLike<S>;
+  /** The code under test; it runs as a task, which the harness cancels. */
+  scenario: (state: S) => unknown;
+  /** Checked after every run; `k` is the checkpoint cancelled at, 0 for the clean run. */
+  invariant: (state: S, outcome: Result<unknown>, k: number) => unknown;
+  /** Refuse scenarios with more checkpoints than this. Default 2,000. */
+  maxCheckpoints?: number;
+  /** Real ms to wait for asynchronously closing resources before calling a leak. Default 500. */
+  leakGraceMs?: number;
+}
+
+/**
+ * The cancellation-injection harness: runs `scenario` once to count its checkpoints (N), then
+ * N more times, cancelling the scenario's task at checkpoint 1, 2, … N. After every run it
+ * calls `invariant(state, outcome, k)` and checks that no task, deadline, timer or handle
+ * leaked. Returns N.
+ * @example
+ * await injectCancellation({
+ *   setup: () => new MVar(0),
+ *   scenario: (mv) => mv.modify_(async (x) => { await sleep(1); return x + 1; }),
+ *   invariant: (mv) => assert.ok(mv.isFull),
+ * });
+ */
+export async function injectCancellation<S>(
+  options: InjectionOptions<S>,
+): Promise<{ checkpoints: number }> {
+  const max = options.maxCheckpoints ?? 2000;
+  const grace = options.leakGraceMs ?? 500;
+  const before = snapshotResources();
+  let state = await options.setup();
+  const clean = await runCounting(
+    () => options.scenario(state),
+    () => {},
+  );
+  await options.invariant(state, clean.outcome, 0);
+  await assertNoLeaks(before, grace);
+  const n = clean.count;
+  if (n > max) throw new AssertionError({ message: `scenario has ${n} checkpoints (max ${max})` });
+  for (let k = 1; k <= n; k++) {
+    state = await options.setup();
+    const run = await runCounting(
+      () => options.scenario(state),
+      (i, root) => {
+        if (i === k)
+          root.scope.cancel({ kind: 'cancel', reason: `injected at checkpoint ${k}`, at: 0 });
+      },
+    );
+    try {
+      await options.invariant(state, run.outcome, k);
+      await assertNoLeaks(before, grace);
+    } catch (e) {
+      if (e instanceof Error) e.message = `cancelled at checkpoint ${k} of ${n}: ${e.message}`;
+      throw e;
+    }
+  }
+  return { checkpoints: n };
+}
