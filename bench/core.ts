@@ -1,0 +1,371 @@
+/**
+ * The core's costs, side by side with the alternatives, in one process (see lib.ts for method).
+ *
+ * What it prints, and the targets of DESIGN.md §4 it checks:
+ * 1. spawn+join: quiesce `spawn(fn).wait()` against a raw async call, Effect v4
+ *    (`forkChild` + `Fiber.join` inside one `runPromise`) and Effection v4 (`spawn` inside one
+ *    `run`). Target: at least 4× cheaper than Effect.
+ * 2. `timeout` around an operation that finishes in time, against a bare
+ *    setTimeout+clearTimeout pair, `Effect.timeout`, p-timeout and `AbortSignal.timeout` with
+ *    `Promise.race`. Target: cheaper than the bare pair (no host timer per call).
+ * 3. `checkpoint()` against `await undefined`, outside and inside a task.
+ * 4. One million sequential timeouts: heap after GC, host timers left, the core's pending
+ *    deadlines. Targets: flat heap, no timer left. The same for `AbortSignal.timeout`.
+ */
+import { Effect, Fiber } from 'effect';
+import { run as effectionRun, spawn as effectionSpawn } from 'effection';
+import pTimeout from 'p-timeout';
+import { hostTimerActive, pendingDeadlines } from '../src/core/clock.ts';
+import { checkpoint, spawn, timeout } from '../src/core/index.ts';
+import {
+  activeResources,
+  type Candidate,
+  canCollect,
+  describeMachine,
+  formatBytes,
+  formatNs,
+  isQuick,
+  type Measurement,
+  measure,
+  memory,
+  pause,
+  pick,
+  printRows,
+  printTable,
+  printVerdicts,
+  type Verdict,
+} from './lib.ts';
+
+// Results flow into `sink` so no loop body can be optimized away; it is checked at the end.
+let sink = 0;
+const op = async () => 1;
+const noop = () => {};
+const LIMIT_MS = 1000;
+
+/** Runs `body(n)` inside a quiesce task, to measure what code inside a task pays. */
+const inTask = (body: (n: number) => Promise<void>) => (n: number) => spawn(() => body(n)).wait();
+
+// ---- 1. spawn + join ----------------------------------------------------------------------
+
+async function rawCall(n: number): Promise<void> {
+  for (let i = 0; i < n; i++) sink += await (async () => i)();
+}
+
+async function quiesceSpawn(n: number): Promise<void> {
+  for (let i = 0; i < n; i++) sink += await spawn(async () => i).wait();
+}
+
+function effectFork(n: number): Promise<void> {
+  return Effect.runPromise(
+    Effect.gen(function* () {
+      for (let i = 0; i < n; i++) {
+        const fiber = yield* Effect.forkChild(Effect.succeed(i));
+        sink += yield* Fiber.join(fiber);
+      }
+    }),
+  );
+}
+
+async function effectionSpawnJoin(n: number): Promise<void> {
+  await effectionRun(function* () {
+    for (let i = 0; i < n; i++) {
+      // biome-ignore lint/correctness/useYield: a child that returns at once is what we time
+      const task = yield* effectionSpawn(function* () {
+        return i;
+      });
+      sink += yield* task;
+    }
+  });
+}
+
+const spawnCandidates: Candidate[] = [
+  { name: 'raw async call', run: rawCall },
+  { name: 'quiesce spawn+wait', run: quiesceSpawn },
+  { name: 'quiesce spawn+wait in task', run: inTask(quiesceSpawn) },
+  { name: 'Effect forkChild+join', run: effectFork },
+  { name: 'Effection spawn+join', run: effectionSpawnJoin },
+];
+
+// ---- 2. timeout around an operation that finishes in time ----------------------------------
+
+async function rawAwait(n: number): Promise<void> {
+  for (let i = 0; i < n; i++) sink += await op();
+}
+
+async function bareTimer(n: number): Promise<void> {
+  for (let i = 0; i < n; i++) {
+    const t = setTimeout(noop, LIMIT_MS);
+    try {
+      sink += await op();
+    } finally {
+      clearTimeout(t);
+    }
+  }
+}
+
+async function quiesceTimeout(n: number): Promise<void> {
+  for (let i = 0; i < n; i++) sink += (await timeout(LIMIT_MS, op)) ?? 0;
+}
+
+/** Effect.timeout around the same promise-returning operation as every other candidate. */
+function effectTimeout(n: number): Promise<void> {
+  return Effect.runPromise(
+    Effect.gen(function* () {
+      for (let i = 0; i < n; i++) sink += yield* Effect.timeout(Effect.promise(op), LIMIT_MS);
+    }),
+  );
+}
+
+/** Effect's best case: the operation is a pure, synchronous effect (no promise at all). */
+function effectTimeoutPure(n: number): Promise<void> {
+  return Effect.runPromise(
+    Effect.gen(function* () {
+      for (let i = 0; i < n; i++) sink += yield* Effect.timeout(Effect.succeed(1), LIMIT_MS);
+    }),
+  );
+}
+
+async function pTimeoutRace(n: number): Promise<void> {
+  for (let i = 0; i < n; i++) sink += await pTimeout(op(), { milliseconds: LIMIT_MS });
+}
+
+/**
+ * A bare pair while other timers of the same duration are pending, as in a server with many
+ * requests in flight: Node then keeps the per-duration timer list alive between calls, which
+ * makes each pair several times cheaper than when every call creates and drops that list.
+ */
+async function bareTimerSharedList(n: number): Promise<void> {
+  const background = setInterval(noop, LIMIT_MS);
+  try {
+    await bareTimer(n);
+  } finally {
+    clearInterval(background);
+  }
+}
+
+/**
+ * The platform idiom: race the operation against an `AbortSignal.timeout`'s abort event.
+ * Its limit is 1 ms longer than the others' on purpose: its timers stay pending after the call
+ * and would otherwise keep Node's 1000 ms timer list alive for the next candidate, which makes
+ * a bare setTimeout+clearTimeout pair look cheaper than it is alone.
+ */
+async function abortSignalOnce(): Promise<number> {
+  const signal = AbortSignal.timeout(LIMIT_MS + 1);
+  let onAbort = noop;
+  const expired = new Promise<never>((_, reject) => {
+    onAbort = () => reject(signal.reason);
+    signal.addEventListener('abort', onAbort, { once: true });
+  });
+  try {
+    return await Promise.race([op(), expired]);
+  } finally {
+    signal.removeEventListener('abort', onAbort);
+  }
+}
+
+async function abortSignalRace(n: number): Promise<void> {
+  for (let i = 0; i < n; i++) sink += await abortSignalOnce();
+}
+
+const timeoutCandidates: Candidate[] = [
+  { name: 'raw await op() (no limit)', run: rawAwait },
+  { name: 'setTimeout+clearTimeout', run: bareTimer },
+  { name: 'setTimeout+clearTimeout, list shared', run: bareTimerSharedList },
+  { name: 'quiesce timeout', run: quiesceTimeout },
+  { name: 'quiesce timeout in task', run: inTask(quiesceTimeout) },
+  { name: 'Effect.timeout(promise op)', run: effectTimeout },
+  { name: 'Effect.timeout(succeed)', run: effectTimeoutPure },
+  { name: 'p-timeout', run: pTimeoutRace },
+  { name: 'AbortSignal.timeout+race', run: abortSignalRace },
+];
+
+// ---- 3. checkpoint -------------------------------------------------------------------------
+
+async function awaitUndefined(n: number): Promise<void> {
+  for (let i = 0; i < n; i++) await undefined;
+  sink += n;
+}
+
+async function checkpoints(n: number): Promise<void> {
+  for (let i = 0; i < n; i++) await checkpoint();
+  sink += n;
+}
+
+const checkpointCandidates: Candidate[] = [
+  { name: 'await undefined', run: awaitUndefined },
+  { name: 'quiesce checkpoint', run: checkpoints },
+  { name: 'await undefined in task', run: inTask(awaitUndefined) },
+  { name: 'quiesce checkpoint in task', run: inTask(checkpoints) },
+];
+
+// ---- 4. a million timeouts -----------------------------------------------------------------
+
+interface LeakReport {
+  name: string;
+  count: number;
+  nsPerOp: number;
+  rssGrowth: number;
+  heapDelta: number;
+  heapDeltaLater: number;
+  timersBefore: number;
+  timersAfter: number;
+  samples: number[];
+}
+
+/** Runs `once` `count` times in sequence and reports what is left behind. */
+async function leakRun(
+  name: string,
+  count: number,
+  once: () => Promise<number>,
+): Promise<LeakReport> {
+  const before = memory();
+  const timersBefore = activeResources().Timeout ?? 0;
+  const samples: number[] = [];
+  const step = count / 4;
+  let peakRss = before.rss;
+  const t0 = performance.now();
+  for (let i = 1; i <= count; i++) {
+    sink += await once();
+    if (i % step === 0) {
+      peakRss = Math.max(peakRss, process.memoryUsage().rss);
+      samples.push(memory().heap - before.heap);
+    }
+  }
+  const elapsed = performance.now() - t0;
+  peakRss = Math.max(peakRss, process.memoryUsage().rss);
+  const after = memory();
+  const timersAfter = activeResources().Timeout ?? 0;
+  // What is still held only because something (a host timer) is pending: let it fire.
+  await pause(LIMIT_MS + 200);
+  const later = memory();
+  return {
+    name,
+    count,
+    nsPerOp: (elapsed * 1e6) / count,
+    rssGrowth: peakRss - before.rss,
+    heapDelta: after.heap - before.heap,
+    heapDeltaLater: later.heap - before.heap,
+    timersBefore,
+    timersAfter,
+    samples,
+  };
+}
+
+// ---- main ----------------------------------------------------------------------------------
+
+function row(r: LeakReport): string[] {
+  return [
+    r.name,
+    r.count.toLocaleString('en-US'),
+    formatNs(r.nsPerOp),
+    formatBytes(r.rssGrowth),
+    formatBytes(r.heapDelta),
+    formatBytes(r.heapDeltaLater),
+    `${r.timersBefore} → ${r.timersAfter}`,
+  ];
+}
+
+async function main(): Promise<void> {
+  const started = performance.now();
+  console.log(`bench/core — ${describeMachine()}`);
+  console.log(`timeout limit ${LIMIT_MS} ms around \`async () => 1\`; ns per operation\n`);
+
+  const spawnJoin = await measure(spawnCandidates);
+  printTable('spawn + join', spawnJoin, 'raw async call');
+
+  const timeouts = await measure(timeoutCandidates);
+  printTable(
+    'timeout around an operation that finishes in time',
+    timeouts,
+    'setTimeout+clearTimeout',
+  );
+  // AbortSignal.timeout leaves a pending host timer per call; let them fire before going on.
+  await pause(LIMIT_MS + 200);
+
+  const checks = await measure(checkpointCandidates);
+  printTable('checkpoint', checks, 'await undefined');
+
+  const million = isQuick ? 50_000 : 1_000_000;
+  const asCount = isQuick ? 20_000 : 200_000;
+  const q = await leakRun('quiesce timeout', million, () =>
+    timeout(LIMIT_MS, op).then((v) => v ?? 0),
+  );
+  const deadlinesLeft = pendingDeadlines();
+  const hostTimer = hostTimerActive();
+  const a = await leakRun('AbortSignal.timeout+race', asCount, abortSignalOnce);
+  console.log(
+    `\nsequential timeouts — what is left behind${canCollect ? '' : ' (no gc: unreliable)'}`,
+  );
+  printRows([
+    [
+      'run',
+      'count',
+      'per op',
+      'peak RSS +',
+      'heap Δ (gc)',
+      `heap Δ +${LIMIT_MS + 200} ms`,
+      'timers',
+    ],
+    row(q),
+    row(a),
+  ]);
+  console.log(
+    `  quiesce heap Δ after each quarter: ${q.samples.map(formatBytes).join(', ')}; ` +
+      `pendingDeadlines() = ${deadlinesLeft}, hostTimerActive() = ${hostTimer}`,
+  );
+  console.log(
+    `  AbortSignal.timeout is bounded to ${asCount.toLocaleString('en-US')} calls (its timers are ` +
+      `unref'd, so "timers" cannot see them; the heap they pin is freed only when they fire).`,
+  );
+
+  const verdicts = summarize(spawnJoin, timeouts, q, deadlinesLeft, hostTimer);
+  const missed = printVerdicts('targets (DESIGN.md §4, issue "core benchmark")', verdicts);
+  console.log(
+    `\n${missed === 0 ? 'all targets met' : `${missed} target(s) not met`}; ` +
+      `bench/core took ${((performance.now() - started) / 1000).toFixed(1)} s (sink ${sink > 0 ? 'ok' : '?'})`,
+  );
+}
+
+function summarize(
+  spawnJoin: Measurement[],
+  timeouts: Measurement[],
+  q: LeakReport,
+  deadlinesLeft: number,
+  hostTimer: boolean,
+): Verdict[] {
+  const qs = pick(spawnJoin, 'quiesce spawn+wait');
+  const eff = pick(spawnJoin, 'Effect forkChild+join');
+  const raw = pick(spawnJoin, 'raw async call');
+  const qt = pick(timeouts, 'quiesce timeout');
+  const bare = pick(timeouts, 'setTimeout+clearTimeout');
+  const x = (r: number) => `${r.toFixed(2)}×`;
+  return [
+    {
+      target: 'spawn+join >= 4x cheaper than Effect fork+join',
+      measured: `${x(eff.median / qs.median)} (${formatNs(qs.median)} vs ${formatNs(eff.median)})`,
+      met: eff.median / qs.median >= 4,
+    },
+    {
+      target: 'spawn+join close to a raw async call (info)',
+      measured: `${x(qs.median / raw.median)} the raw call`,
+      met: true,
+    },
+    {
+      target: 'timeout cheaper than setTimeout+clearTimeout',
+      measured: `${x(bare.median / qt.median)} (${formatNs(qt.median)} vs ${formatNs(bare.median)})`,
+      met: qt.median < bare.median,
+    },
+    {
+      target: `flat heap after ${q.count.toLocaleString('en-US')} timeouts (< 1 MiB)`,
+      measured: formatBytes(q.heapDelta),
+      met: canCollect && q.heapDelta < 2 ** 20,
+    },
+    {
+      target: 'zero leftover timers and deadlines',
+      measured: `timers ${q.timersBefore}→${q.timersAfter}, deadlines ${deadlinesLeft}, host ${hostTimer ? 'ref' : 'idle'}`,
+      met: q.timersAfter <= q.timersBefore && deadlinesLeft === 0 && !hostTimer,
+    },
+  ];
+}
+
+await main();
