@@ -11,7 +11,7 @@
  * 4. `race`: the losers are cancelled *and awaited* before it returns.
  */
 import { now } from './clock.ts';
-import { CancelScope, current, runIn } from './context.ts';
+import { CancelScope, current, runIn, type TaskLike } from './context.ts';
 import { report } from './diagnostics.ts';
 import { ArgumentError, GroupClosedError, isCancellation, TaskCancelledError } from './errors.ts';
 import { spawnIn, type Task } from './task.ts';
@@ -44,6 +44,9 @@ export class TaskGroup implements AsyncDisposable {
   readonly #onError: TaskGroupOptions['onError'];
   /** @internal */
   readonly scope: CancelScope;
+  // Children belong to the task that created the group, whoever calls spawn, so a child that
+  // spawns a sibling does not become its parent (and does not outlive-check it).
+  readonly #owner: TaskLike | null;
   readonly #tasks = new Set<Task<unknown>>();
   #closed = false;
   #failed = false;
@@ -60,7 +63,9 @@ export class TaskGroup implements AsyncDisposable {
     this.name = options?.name ?? `group-${groupIds++}`;
     this.#policy = policy;
     this.#onError = options?.onError;
-    this.scope = new CancelScope(current().scope);
+    const ctx = current();
+    this.scope = new CancelScope(ctx.scope);
+    this.#owner = ctx.task;
   }
 
   /** How many children are running. */
@@ -86,7 +91,13 @@ export class TaskGroup implements AsyncDisposable {
   spawn<T>(fn: () => T | PromiseLike<T>, options?: { name?: string }): Task<T> {
     if (this.#closed) throw new GroupClosedError(this.name);
     if (typeof fn !== 'function') throw new ArgumentError('group.spawn(fn): fn must be a function');
-    const t = spawnIn(current(), this.scope, fn, options?.name);
+    const ctx = current();
+    const t = spawnIn(
+      { task: this.#owner, scope: this.scope, mask: ctx.mask },
+      this.scope,
+      fn,
+      options?.name,
+    );
     this.#tasks.add(t);
     t.observe();
     t.joined().then(() => this.#childDone(t));

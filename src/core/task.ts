@@ -277,33 +277,34 @@ export interface AdoptOptions {
  */
 export function adopt<T>(promise: PromiseLike<T>, options?: AdoptOptions): Promise<T> {
   const task = currentTask();
+  let isSettled = false;
   const settled = Promise.resolve(promise).then(
-    (value): Result<T> => ({ ok: true, value }),
-    (error): Result<T> => ({ ok: false, error }),
+    (value): Result<T> => {
+      isSettled = true;
+      return { ok: true, value };
+    },
+    (error): Result<T> => {
+      isSettled = true;
+      return { ok: false, error };
+    },
   );
-  if (task) {
-    const tracked = settled.then(() => {
+  if (task && options?.onExit === 'abandon') {
+    task.joined().then(() => {
+      if (isSettled) return;
+      report({
+        code: 'QUIESCE_ABANDONED_PROMISE',
+        message: `task ${task.name} finished and abandoned a pending promise`,
+        task: task.name,
+      });
+    });
+  } else if (task) {
+    const tracked: Promise<void> = settled.then(() => {
       task.adopted?.delete(tracked);
     });
-    if (options?.onExit === 'abandon') {
-      tracked.then(() => {});
-    } else {
-      (task.adopted ??= new Set()).add(tracked);
-    }
+    (task.adopted ??= new Set()).add(tracked);
   }
   return block<Result<T>>((w) => {
     settled.then((r) => w.commit(r));
-    if (task && options?.onExit === 'abandon') {
-      task.joined().then(() => {
-        if (w.pending) {
-          report({
-            code: 'QUIESCE_ABANDONED_PROMISE',
-            message: `task ${task.name} finished and abandoned a pending promise`,
-            task: task.name,
-          });
-        }
-      });
-    }
   }).then((r) => {
     if (r.ok) return r.value;
     throw r.error;
