@@ -1,0 +1,262 @@
+/**
+ * Command-line parsing for `quiesce`. Pure: argv in, a command or a `UsageError` out.
+ *
+ * Guarantees:
+ * 1. Every mistake is a `UsageError` whose message names the offending word and the fix; the
+ *    CLI prints it with a pointer to `--help` and exits with status 2.
+ * 2. For `run`, options stop at `--` or at the first word that is not an option, so the
+ *    worker's own flags are never read as ours.
+ */
+import { QuiesceError } from '../core/index.ts';
+import { type ListenSpec, parseListenSpec } from '../supervisor/address.ts';
+
+/** A mistake on the command line (exit status 2). */
+export class UsageError extends QuiesceError {
+  /** The subcommand whose help applies, if known. */
+  readonly command: string | undefined;
+  constructor(message: string, command?: string) {
+    super('ERR_USAGE', message);
+    this.command = command;
+  }
+}
+
+/** Where the client commands find the supervisor. */
+export interface Target {
+  readonly name: string;
+  readonly control: string | undefined;
+}
+
+/** A parsed command line. */
+export type Command =
+  | { readonly kind: 'help'; readonly topic: string | undefined }
+  | { readonly kind: 'version' }
+  | {
+      readonly kind: 'run';
+      readonly listen: readonly ListenSpec[];
+      readonly workers: number;
+      readonly readyTimeoutMs: number;
+      readonly drainTimeoutMs: number;
+      readonly assumeReadyAfterMs: number | undefined;
+      readonly drainSignal: NodeJS.Signals;
+      readonly maxRestarts: number;
+      readonly restartWindowMs: number;
+      readonly systemd: boolean;
+      readonly control: string | false | undefined;
+      readonly name: string;
+      readonly command: string;
+      readonly args: readonly string[];
+    }
+  | ({ readonly kind: 'reload' | 'status'; readonly json: boolean } & Target)
+  | ({ readonly kind: 'stop'; readonly wait: boolean } & Target);
+
+interface OptSpec {
+  readonly long: string;
+  readonly short?: string;
+  readonly value: boolean;
+}
+
+const RUN_OPTS: OptSpec[] = [
+  { long: 'listen', short: 'l', value: true },
+  { long: 'workers', short: 'w', value: true },
+  { long: 'ready-timeout', value: true },
+  { long: 'drain-timeout', value: true },
+  { long: 'assume-ready-after', value: true },
+  { long: 'drain-signal', value: true },
+  { long: 'max-restarts', value: true },
+  { long: 'restart-window', value: true },
+  { long: 'name', value: true },
+  { long: 'control', value: true },
+  { long: 'no-control', value: false },
+  { long: 'no-systemd', value: false },
+  { long: 'help', short: 'h', value: false },
+];
+
+const CLIENT_OPTS: OptSpec[] = [
+  { long: 'name', value: true },
+  { long: 'control', value: true },
+  { long: 'json', value: false },
+  { long: 'help', short: 'h', value: false },
+];
+
+const STOP_OPTS: OptSpec[] = [
+  { long: 'name', value: true },
+  { long: 'control', value: true },
+  { long: 'no-wait', value: false },
+  { long: 'help', short: 'h', value: false },
+];
+
+const SIGNALS = ['SIGTERM', 'SIGINT', 'SIGQUIT', 'SIGHUP', 'SIGUSR1', 'SIGUSR2', 'SIGWINCH'];
+
+/**
+ * Parses a duration: `500ms`, `10s`, `2m`, `1h`, or a bare number of milliseconds.
+ * @example
+ * parseDuration('--drain-timeout', '30s'); // 30000
+ */
+export function parseDuration(flag: string, text: string): number {
+  const m = /^(\d+(?:\.\d+)?)(ms|s|m|h)?$/.exec(text.trim());
+  if (!m) {
+    throw new UsageError(`${flag}: "${text}" is not a duration (examples: 500ms, 10s, 2m)`);
+  }
+  const unit = { ms: 1, s: 1000, m: 60_000, h: 3_600_000 }[m[2] ?? 'ms'] ?? 1;
+  return Math.round(Number(m[1]) * unit);
+}
+
+function parseCount(flag: string, text: string, min: number): number {
+  if (!/^\d+$/.test(text) || Number(text) < min) {
+    throw new UsageError(`${flag}: "${text}" is not a whole number >= ${min}`);
+  }
+  return Number(text);
+}
+
+type Parsed = { opts: Map<string, string[]>; rest: string[] };
+
+/** Reads options until `--` or (when `stopAtWord`) the first non-option word. */
+function parseOptions(
+  argv: readonly string[],
+  specs: OptSpec[],
+  cmd: string,
+  stopAtWord: boolean,
+): Parsed {
+  const opts = new Map<string, string[]>();
+  const rest: string[] = [];
+  const add = (k: string, v: string) => opts.set(k, [...(opts.get(k) ?? []), v]);
+  let i = 0;
+  for (; i < argv.length; i++) {
+    const a = argv[i];
+    if (a === '--') {
+      i++;
+      break;
+    }
+    if (!a.startsWith('-') || a === '-') {
+      if (stopAtWord) break;
+      rest.push(a);
+      continue;
+    }
+    let name: string;
+    let inline: string | undefined;
+    let spec: OptSpec | undefined;
+    if (a.startsWith('--')) {
+      const eq = a.indexOf('=');
+      name = eq < 0 ? a.slice(2) : a.slice(2, eq);
+      inline = eq < 0 ? undefined : a.slice(eq + 1);
+      spec = specs.find((s) => s.long === name);
+    } else {
+      name = a.slice(1);
+      spec = specs.find((s) => s.short === name);
+    }
+    if (!spec) throw new UsageError(`unknown option ${a}`, cmd);
+    if (!spec.value) {
+      if (inline !== undefined) throw new UsageError(`--${spec.long} takes no value`, cmd);
+      add(spec.long, '');
+      continue;
+    }
+    let v = inline;
+    if (v === undefined) {
+      if (i + 1 >= argv.length) throw new UsageError(`--${spec.long} needs a value`, cmd);
+      v = argv[++i];
+    }
+    add(spec.long, v);
+  }
+  rest.push(...argv.slice(i));
+  return { opts, rest };
+}
+
+function last(p: Parsed, k: string): string | undefined {
+  const v = p.opts.get(k);
+  return v ? v[v.length - 1] : undefined;
+}
+
+function target(p: Parsed, cmd: string): Target {
+  if (p.rest.length > 0) throw new UsageError(`unexpected argument "${p.rest[0]}"`, cmd);
+  return { name: last(p, 'name') ?? 'default', control: last(p, 'control') };
+}
+
+/**
+ * Parses `quiesce`'s arguments (without `node` and the script).
+ * @example
+ * parseArgs(['run', '--listen', '8080', '--', 'node', 'server.js']).kind; // 'run'
+ */
+export function parseArgs(argv: readonly string[]): Command {
+  const [cmd, ...rest] = argv;
+  if (cmd === undefined || cmd === '-h' || cmd === '--help' || cmd === 'help') {
+    return { kind: 'help', topic: cmd === 'help' ? rest[0] : undefined };
+  }
+  if (cmd === '--version' || cmd === '-V' || cmd === 'version') return { kind: 'version' };
+  switch (cmd) {
+    case 'run':
+      return parseRun(rest);
+    case 'reload':
+    case 'status': {
+      const p = parseOptions(rest, CLIENT_OPTS, cmd, false);
+      if (p.opts.has('help')) return { kind: 'help', topic: cmd };
+      return { kind: cmd, json: p.opts.has('json'), ...target(p, cmd) };
+    }
+    case 'stop': {
+      const p = parseOptions(rest, STOP_OPTS, cmd, false);
+      if (p.opts.has('help')) return { kind: 'help', topic: cmd };
+      return { kind: 'stop', wait: !p.opts.has('no-wait'), ...target(p, cmd) };
+    }
+    default:
+      if (cmd.startsWith('-'))
+        throw new UsageError(`unknown option ${cmd} (expected a command first)`);
+      throw new UsageError(`unknown command "${cmd}" (commands: run, reload, status, stop)`);
+  }
+}
+
+function parseRun(argv: readonly string[]): Command {
+  const p = parseOptions(argv, RUN_OPTS, 'run', true);
+  if (p.opts.has('help')) return { kind: 'help', topic: 'run' };
+  const listen = (p.opts.get('listen') ?? []).map((s) => {
+    try {
+      return parseListenSpec(s);
+    } catch (e) {
+      throw new UsageError((e as Error).message, 'run');
+    }
+  });
+  const dur = (flag: string, dflt: number, min = 0) => {
+    const v = last(p, flag);
+    if (v === undefined) return dflt;
+    const d = parseDuration(`--${flag}`, v);
+    if (d < min) throw new UsageError(`--${flag} must be at least ${min} ms`, 'run');
+    return d;
+  };
+  const signal = (last(p, 'drain-signal') ?? 'SIGTERM').toUpperCase();
+  const drainSignal = (signal.startsWith('SIG') ? signal : `SIG${signal}`) as NodeJS.Signals;
+  if (!SIGNALS.includes(drainSignal)) {
+    throw new UsageError(`--drain-signal: use one of ${SIGNALS.join(', ')}`, 'run');
+  }
+  const assume = last(p, 'assume-ready-after');
+  if (p.opts.has('control') && p.opts.has('no-control')) {
+    throw new UsageError('--control and --no-control contradict each other', 'run');
+  }
+  const [command, ...args] = p.rest;
+  if (command === undefined) {
+    throw new UsageError(
+      'missing the worker command (quiesce run [options] -- <command> [args…])',
+      'run',
+    );
+  }
+  const name = last(p, 'name') ?? 'default';
+  if (!/^[A-Za-z0-9_.-]{1,64}$/.test(name)) {
+    throw new UsageError(`--name: "${name}" may only use letters, digits, . _ -`, 'run');
+  }
+  return {
+    kind: 'run',
+    listen,
+    workers: p.opts.has('workers') ? parseCount('--workers', last(p, 'workers')!, 1) : 1,
+    readyTimeoutMs: dur('ready-timeout', 30_000, 1),
+    drainTimeoutMs: dur('drain-timeout', 30_000),
+    assumeReadyAfterMs:
+      assume === undefined ? undefined : parseDuration('--assume-ready-after', assume),
+    drainSignal,
+    maxRestarts: p.opts.has('max-restarts')
+      ? parseCount('--max-restarts', last(p, 'max-restarts')!, 0)
+      : 5,
+    restartWindowMs: dur('restart-window', 60_000, 1),
+    systemd: !p.opts.has('no-systemd'),
+    control: p.opts.has('no-control') ? false : last(p, 'control'),
+    name,
+    command,
+    args,
+  };
+}

@@ -1,0 +1,89 @@
+/** The `--help` texts. Kept beside the parser so a new option cannot miss its line. */
+
+const MAIN = `quiesce — zero-downtime restarts for any server that can take its sockets from fd 3
+
+Usage:
+  quiesce run [options] [--] <command> [args…]   supervise workers over shared sockets
+  quiesce reload [--name NAME | --control PATH]  start a new generation, drain the old
+  quiesce status [--name NAME | --control PATH]  generations, pids, states, uptimes, restarts
+  quiesce stop   [--name NAME | --control PATH]  drain all workers and exit
+  quiesce help <command>                         details of one command
+
+A reload can also be asked for with SIGHUP to the supervisor.
+Docs: docs/cli.md, docs/supervisor.md`;
+
+const RUN = `Usage: quiesce run [options] [--] <command> [args…]
+
+Binds the listeners once, then runs <command> as a worker with the sockets as fd 3, 4, …
+(LISTEN_FDS, LISTEN_FDNAMES and LISTEN_PID set the systemd way). The worker says it is ready
+by writing "READY=1\\n" to the fd in $QUIESCE_READY_FD (Node: notifyReady() from
+quiesce/supervisor). SIGHUP or \`quiesce reload\` starts a new generation and drains the old one
+once the new one is ready. SIGTERM/SIGINT drain every worker, then exit (143/130).
+
+Options:
+  -l, --listen [NAME=]ADDRESS  a socket for the workers; repeatable. ADDRESS is PORT (all
+                               interfaces), IP:PORT, [IPV6]:PORT or unix:/PATH
+  -w, --workers N              workers per generation, sharing the sockets (default 1)
+      --ready-timeout DUR      how long a new worker may take to report ready (default 30s)
+      --drain-timeout DUR      how long a draining worker may take before SIGKILL (default 30s)
+      --drain-signal SIG       the signal that asks a worker to drain (default SIGTERM)
+      --max-restarts N         crash restarts of one worker within the window (default 5)
+      --restart-window DUR     the crash-loop window (default 60s)
+      --assume-ready-after DUR LAST RESORT for workers that cannot report readiness: treat
+                               them as ready DUR after they start. A guess, not a signal.
+      --name NAME              name of this supervisor, for the default control socket
+                               (default "default")
+      --control PATH           control socket path (default $XDG_RUNTIME_DIR/quiesce/NAME.sock,
+                               else <tmpdir>/quiesce-<uid>/NAME.sock)
+      --no-control             no control socket (reload with SIGHUP only)
+      --no-systemd             ignore sockets passed by systemd socket activation
+  -h, --help                   this text
+
+DUR is 500ms, 10s, 2m, 1h, or a bare number of milliseconds.
+
+Exit status: 0 after \`quiesce stop\`; 1 when the first generation never got ready, a socket
+could not be bound or workers crash-looped; 2 for a usage error; 126/127 when the command
+cannot be executed / is not found; 130/143 after SIGINT/SIGTERM (workers drained).
+
+Example:
+  quiesce run --listen 127.0.0.1:8080 --workers 2 -- node server.js`;
+
+const CLIENT = (cmd: string, flag: string, what: string, line: string) =>
+  `Usage: quiesce ${cmd} [--name NAME | --control PATH] [${flag}]
+
+${what}
+
+Options:
+      --name NAME      the supervisor's --name (default "default")
+      --control PATH   its control socket, when it was started with --control
+${line}
+  -h, --help         this text`;
+
+const TOPICS: Record<string, string> = {
+  run: RUN,
+  reload: CLIENT(
+    'reload',
+    '--json',
+    'Asks the supervisor for a reload and waits for the result. Exit status 0 when the new\n' +
+      'generation serves, 1 when the reload failed (the old generation keeps serving).\n' +
+      'A request made while a reload runs is merged into one more reload after it.',
+    '      --json           print the result as JSON',
+  ),
+  status: CLIENT(
+    'status',
+    '--json',
+    'Shows the listeners, the generations, and each worker: pid, state, uptime, restarts.',
+    '      --json           print the status as JSON',
+  ),
+  stop: CLIENT(
+    'stop',
+    '--no-wait',
+    'Asks the supervisor to drain every worker and exit, and waits until it has.',
+    '      --no-wait        return once the supervisor has started stopping',
+  ),
+};
+
+/** The help text for `topic` (a command), or the general one. */
+export function helpText(topic: string | undefined): string {
+  return (topic && TOPICS[topic]) || MAIN;
+}

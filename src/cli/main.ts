@@ -1,0 +1,242 @@
+#!/usr/bin/env node
+/**
+ * The `quiesce` command. Thin: parses arguments (args.ts), then runs a `Supervisor` or talks
+ * to one over its control socket.
+ *
+ * Guarantees:
+ * 1. A user mistake (bad argument, bad address, port in use, command not found, no supervisor
+ *    running) prints one clear line and never a stack trace; a stack is printed only for a
+ *    bug in quiesce itself.
+ * 2. Exit status: 0 success; 1 failure (reload failed, first generation never ready, socket
+ *    not bound, crash loop, supervisor unreachable); 2 usage error; 126/127 command not
+ *    executable / not found; 130/143 after SIGINT/SIGTERM, once every worker has drained.
+ * 3. Every signal listener the CLI adds (SIGHUP for reload) is removed before it exits.
+ */
+import { readFileSync } from 'node:fs';
+import { isCancellation, QuiesceError, run } from '../core/index.ts';
+import {
+  type ControlResponse,
+  controlRequest,
+  defaultControlPath,
+  type ReloadResult,
+  Supervisor,
+  type SupervisorStatus,
+} from '../supervisor/index.ts';
+import { systemdListenFds } from '../supervisor/listeners.ts';
+import { type Command, parseArgs, UsageError } from './args.ts';
+import { helpText } from './help.ts';
+
+const out = (s: string) => process.stdout.write(`${s}\n`);
+const err = (s: string) => process.stderr.write(`quiesce: ${s}\n`);
+
+/** The exit status for an error that ends the command (guarantee 2). */
+export function exitCodeFor(e: unknown): number {
+  const code = (e as { code?: unknown })?.code;
+  if (e instanceof UsageError || code === 'ERR_LISTEN_ADDRESS' || code === 'ERR_INVALID_ARGUMENT') {
+    return 2;
+  }
+  if (code === 'ERR_COMMAND_NOT_FOUND') return 127;
+  if (code === 'ERR_COMMAND_NOT_EXECUTABLE') return 126;
+  return 1;
+}
+
+function report(e: unknown): number {
+  if (e instanceof UsageError) {
+    err(e.message);
+    process.stderr.write(`Try 'quiesce ${e.command ? `${e.command} ` : ''}--help'.\n`);
+  } else if (e instanceof QuiesceError) {
+    err(e.message);
+  } else {
+    // Not a user mistake: a bug in quiesce, which deserves its stack.
+    console.error(e);
+  }
+  return exitCodeFor(e);
+}
+
+/** Human durations for `status`: 850ms, 4.2s, 5m 3s, 2h 10m, 3d 4h. */
+export function formatDuration(ms: number): string {
+  if (ms < 1000) return `${Math.round(ms)}ms`;
+  const s = ms / 1000;
+  if (s < 60) return `${s.toFixed(1)}s`;
+  const m = Math.floor(s / 60);
+  if (m < 60) return `${m}m ${Math.floor(s % 60)}s`;
+  const h = Math.floor(m / 60);
+  if (h < 24) return `${h}h ${m % 60}m`;
+  return `${Math.floor(h / 24)}d ${h % 24}h`;
+}
+
+/** The text `quiesce status` prints. */
+export function formatStatus(st: SupervisorStatus): string {
+  const lines = [
+    `supervisor  pid ${st.pid}, ${st.state}, up ${formatDuration(st.uptimeMs)}` +
+      (st.control ? `, control ${st.control}` : ''),
+    `command     ${st.command.join(' ')}`,
+    ...st.listeners.map(
+      (l, i) => `${i === 0 ? 'listening' : '         '}   ${l.address} (fd ${l.fd}, ${l.name})`,
+    ),
+    `reloads     ${st.reloads.ok} ok, ${st.reloads.failed} failed` +
+      (st.reloads.running ? ', one running' : '') +
+      (st.reloads.queued ? ', one queued' : '') +
+      (st.reloads.lastError ? `; last failure: ${st.reloads.lastError}` : ''),
+    '',
+  ];
+  const rows = [['GEN', 'GEN STATE', 'WORKER', 'PID', 'STATE', 'UPTIME', 'RESTARTS']];
+  for (const g of st.generations) {
+    for (const w of g.workers) {
+      rows.push([
+        String(g.id),
+        g.state,
+        String(w.slot),
+        w.pid === null ? '-' : String(w.pid),
+        w.state,
+        w.pid === null ? '-' : formatDuration(w.uptimeMs),
+        String(w.restarts),
+      ]);
+    }
+  }
+  const widths = rows[0].map((_, c) => Math.max(...rows.map((r) => r[c].length)));
+  for (const r of rows)
+    lines.push(
+      r
+        .map((cell, c) => cell.padEnd(widths[c]))
+        .join('  ')
+        .trimEnd(),
+    );
+  return lines.join('\n');
+}
+
+function version(): string {
+  try {
+    const pkg = JSON.parse(readFileSync(new URL('../../package.json', import.meta.url), 'utf8'));
+    return String(pkg.version);
+  } catch {
+    return 'unknown';
+  }
+}
+
+async function runSupervisor(c: Extract<Command, { kind: 'run' }>): Promise<number> {
+  if (
+    c.listen.length === 0 &&
+    (!c.systemd || systemdListenFds(process.env, process.pid).length === 0)
+  ) {
+    throw new UsageError(
+      'nothing to listen on: pass --listen ADDRESS (or start quiesce by systemd socket activation)',
+      'run',
+    );
+  }
+  let sup: Supervisor | null = null;
+  const onHangup = () => {
+    if (sup === null) err('SIGHUP before the first generation is ready: ignored');
+    // The supervisor logs the outcome of the reload itself.
+    else sup.reload().catch(() => {});
+  };
+  process.on('SIGHUP', onHangup);
+  try {
+    const code = await run(async () => {
+      try {
+        sup = await Supervisor.start({
+          command: c.command,
+          args: c.args,
+          listen: c.listen,
+          systemd: c.systemd,
+          workers: c.workers,
+          readyTimeoutMs: c.readyTimeoutMs,
+          drainTimeoutMs: c.drainTimeoutMs,
+          assumeReadyAfterMs: c.assumeReadyAfterMs,
+          drainSignal: c.drainSignal,
+          maxRestarts: c.maxRestarts,
+          restartWindowMs: c.restartWindowMs,
+          control: c.control,
+          name: c.name,
+        });
+      } catch (e) {
+        if (isCancellation(e)) throw e;
+        return report(e);
+      }
+      if (c.assumeReadyAfterMs !== undefined) {
+        err(
+          `--assume-ready-after ${c.assumeReadyAfterMs}ms: workers count as ready after a fixed ` +
+            'delay, not because they said so; a slow start can lose connections. Prefer READY=1.',
+        );
+      }
+      try {
+        await sup.wait();
+        return 0;
+      } catch (e) {
+        if (isCancellation(e)) throw e;
+        return report(e);
+      } finally {
+        await sup.stop();
+      }
+    });
+    return typeof code === 'number' ? code : 1;
+  } finally {
+    process.off('SIGHUP', onHangup);
+  }
+}
+
+function answer(res: ControlResponse): Record<string, unknown> {
+  if (!res.ok) throw new QuiesceError(res.error.code, res.error.message);
+  return res;
+}
+
+async function client(
+  c: Extract<Command, { kind: 'reload' | 'status' | 'stop' }>,
+): Promise<number> {
+  const path = c.control ?? defaultControlPath(c.name, process.env);
+  if (c.kind === 'stop') {
+    answer(await controlRequest(path, { op: 'stop' }, { waitForClose: c.wait }));
+    out(c.wait ? 'stopped' : 'stopping');
+    return 0;
+  }
+  if (c.kind === 'status') {
+    const res = answer(await controlRequest(path, { op: 'status' }));
+    out(
+      c.json ? JSON.stringify(res.status, null, 2) : formatStatus(res.status as SupervisorStatus),
+    );
+    return 0;
+  }
+  if (c.kind === 'reload') {
+    const res = await controlRequest(path, { op: 'reload' });
+    if (c.json) out(JSON.stringify(res, null, 2));
+    if (!res.ok) {
+      if (!c.json) err(res.error.message);
+      return 1;
+    }
+    if (!c.json) {
+      const r = res.reload as ReloadResult;
+      out(
+        `reloaded: generation ${r.generation} serving (pid ${r.pids.join(', ')}) after ` +
+          `${r.readyMs} ms; generation ${r.previous} draining`,
+      );
+    }
+  }
+  return 0;
+}
+
+/** Runs the CLI on `argv` (without `node` and the script) and returns the exit status. */
+export async function main(argv: readonly string[]): Promise<number> {
+  try {
+    const c = parseArgs(argv);
+    switch (c.kind) {
+      case 'help':
+        out(helpText(c.topic));
+        return 0;
+      case 'version':
+        out(version());
+        return 0;
+      case 'run':
+        return await runSupervisor(c);
+      default:
+        return await client(c);
+    }
+  } catch (e) {
+    return report(e);
+  }
+}
+
+if (import.meta.main) {
+  const code = await main(process.argv.slice(2));
+  // `run` already set 130/143 after a signal; keep that over a plain 0.
+  if (!process.exitCode) process.exitCode = code;
+}

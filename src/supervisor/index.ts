@@ -1,0 +1,55 @@
+/**
+ * quiesce/supervisor — zero-downtime restarts: one process keeps the listening sockets, worker
+ * generations come and go over them.
+ *
+ * Guarantees of this part, and where each is kept:
+ * 1. No client is refused or reset by a reload: the sockets are bound once and never closed
+ *    while the supervisor runs, and the supervisor itself never accepts (listeners.ts).
+ * 2. A new generation serves before the old one is asked to drain; one that never gets ready
+ *    is stopped and the old one serves on (supervisor.ts).
+ * 3. One reload at a time; concurrent requests coalesce into one more reload (supervisor.ts).
+ * 4. Workers get the sockets the systemd way (`LISTEN_FDS` from fd 3, `LISTEN_PID` their own
+ *    pid) and report readiness with one line on a pipe, in any language (worker.ts, notify.ts).
+ * 5. Nothing else leaks into a worker: no descriptor besides stdio, sockets and the readiness
+ *    pipe; no `NOTIFY_SOCKET` (fds.ts, worker.ts).
+ * 6. The control socket admits only its owner (control.ts).
+ *
+ * Worker side: `notifyReady()` once the worker serves; `supervisedWorker()` says who it is.
+ */
+export { formatAddress, type ListenAddress, type ListenSpec, parseListenSpec } from './address.ts';
+export {
+  type ControlRequest,
+  type ControlRequestOptions,
+  type ControlResponse,
+  controlRequest,
+  defaultControlPath,
+} from './control.ts';
+export {
+  CommandNotExecutableError,
+  CommandNotFoundError,
+  ControlSocketError,
+  CrashLoopError,
+  ListenAddressError,
+  ListenError,
+  ReloadError,
+  SupervisorStoppingError,
+  WorkerNotReadyError,
+} from './errors.ts';
+export type { Listener } from './listeners.ts';
+export {
+  notifyReady,
+  READY_FD_ENV,
+  type ReadyResult,
+  type SupervisedWorker,
+  supervisedWorker,
+} from './notify.ts';
+export {
+  type GenerationState,
+  type GenerationStatus,
+  type ReloadResult,
+  Supervisor,
+  type SupervisorOptions,
+  type SupervisorStatus,
+  type WorkerStatus,
+} from './supervisor.ts';
+export type { WorkerExit, WorkerState } from './worker.ts';

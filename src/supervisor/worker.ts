@@ -1,0 +1,225 @@
+/**
+ * One worker process: how it is started with the shared sockets, how it says it is ready, and
+ * how the supervisor waits for it.
+ *
+ * Guarantees:
+ * 1. The worker gets exactly: fd 0 = /dev/null, fds 1–2 = the supervisor's, fds 3… = the
+ *    listeners in order, the next fd = its readiness pipe; `LISTEN_FDS`, `LISTEN_FDNAMES`,
+ *    `LISTEN_PID` (its own pid) and `QUIESCE_READY_FD` say so.
+ * 2. Workers run in their own session, so terminal signals reach only the supervisor, which
+ *    decides how each worker stops.
+ * 3. `LISTEN_PID` is the worker's real pid: the worker is started through `/bin/sh -c 'export
+ *    LISTEN_PID=$$; exec "$@"'`, and `exec` keeps the pid. (libsystemd, go-systemd and
+ *    python-systemd ignore sockets whose `LISTEN_PID` is missing or someone else's.)
+ * 4. `waitReady` and `waitExit` follow the core wait protocol: they are checkpoints, and a
+ *    waiter that is cancelled leaves nothing behind.
+ * 5. Readiness is monotonic: once ready, a worker stays ready until it exits; an exit before
+ *    `READY=1` makes `waitReady` throw `WorkerNotReadyError`.
+ */
+import { type ChildProcess, spawn } from 'node:child_process';
+import { addDeadline, type Deadline, now, removeDeadline } from '../core/clock.ts';
+import { block, pollCancel, type Waiter } from '../core/context.ts';
+import { WorkerNotReadyError } from './errors.ts';
+import type { Listener } from './listeners.ts';
+import { READY_FD_ENV } from './notify.ts';
+
+/** How a worker's process ended. */
+export interface WorkerExit {
+  /** Exit status, or null when a signal ended it. */
+  readonly code: number | null;
+  /** The signal that ended it, or null. */
+  readonly signal: NodeJS.Signals | null;
+  /** Set when the process could not be started at all. */
+  readonly error?: string;
+}
+
+/** A worker's lifecycle. */
+export type WorkerState = 'starting' | 'ready' | 'draining' | 'exited';
+
+/** What `startWorker` needs. */
+export interface WorkerSpec {
+  /** Absolute path of the program (see `resolveCommand`). */
+  readonly command: string;
+  readonly args: readonly string[];
+  /** The environment before the supervisor adds its variables. */
+  readonly env: NodeJS.ProcessEnv;
+  readonly cwd?: string;
+  readonly listeners: readonly Listener[];
+  readonly generation: number;
+  readonly slot: number;
+  /** Treat the worker as ready this long after it started even if it said nothing. */
+  readonly assumeReadyAfterMs?: number;
+}
+
+// Variables that belong to the supervisor's own parent and must not reach a worker.
+const PRIVATE_ENV = ['NOTIFY_SOCKET', 'LISTEN_FDS', 'LISTEN_FDNAMES', 'LISTEN_PID', READY_FD_ENV];
+const EXEC_WRAPPER = 'export LISTEN_PID=$$; exec "$@"';
+const MAX_LINE = 4096;
+
+/** A running (or finished) worker process. */
+export class WorkerProcess {
+  readonly generation: number;
+  readonly slot: number;
+  readonly pid: number | undefined;
+  /** When it was started, on the library clock, and on the wall clock. */
+  readonly startedAt: number;
+  readonly startedWallMs: number;
+  state: WorkerState = 'starting';
+  readyAt: number | null = null;
+  exit: WorkerExit | null = null;
+  /** The last `STATUS=` line the worker wrote. */
+  status: string | null = null;
+  readonly #child: ChildProcess;
+  readonly #readyWaiters = new Set<Waiter<boolean>>();
+  readonly #exitWaiters = new Set<Waiter<WorkerExit>>();
+  #assume: Deadline | null = null;
+  #buffer = '';
+
+  constructor(spec: WorkerSpec) {
+    this.generation = spec.generation;
+    this.slot = spec.slot;
+    this.startedAt = now();
+    this.startedWallMs = Date.now();
+    const n = spec.listeners.length;
+    const env: NodeJS.ProcessEnv = { ...spec.env };
+    for (const k of PRIVATE_ENV) delete env[k];
+    Object.assign(env, {
+      LISTEN_FDS: String(n),
+      LISTEN_FDNAMES: spec.listeners.map((l) => l.name).join(':'),
+      [READY_FD_ENV]: String(3 + n),
+      QUIESCE_GENERATION: String(spec.generation),
+      QUIESCE_WORKER: String(spec.slot),
+      QUIESCE_SUPERVISOR_PID: String(process.pid),
+    });
+    if (n === 0) delete env.LISTEN_FDNAMES;
+    this.#child = spawn(
+      '/bin/sh',
+      ['-c', EXEC_WRAPPER, 'quiesce-exec', spec.command, ...spec.args],
+      {
+        stdio: ['ignore', 'inherit', 'inherit', ...spec.listeners.map((l) => l.fd), 'pipe'],
+        env,
+        cwd: spec.cwd,
+        // Its own session: a Ctrl-C in the terminal reaches the supervisor only, which then
+        // drains the workers in order instead of the terminal killing them mid-request.
+        detached: true,
+      },
+    );
+    this.pid = this.#child.pid;
+    this.#child.once('exit', (code, signal) => this.#exited({ code, signal }));
+    this.#child.once('error', (e) => this.#exited({ code: null, signal: null, error: e.message }));
+    const pipe = this.#child.stdio[3 + n];
+    if (pipe && 'setEncoding' in pipe) {
+      pipe.setEncoding('utf8');
+      pipe.on('data', (d: string) => this.#onData(d));
+      pipe.on('error', () => {});
+    }
+    if (spec.assumeReadyAfterMs !== undefined) {
+      this.#assume = addDeadline(now() + spec.assumeReadyAfterMs, () => {
+        this.#assume = null;
+        this.#markReady();
+      });
+    }
+  }
+
+  #onData(d: string): void {
+    this.#buffer += d;
+    let i = this.#buffer.indexOf('\n');
+    while (i >= 0) {
+      const line = this.#buffer.slice(0, i).trim();
+      this.#buffer = this.#buffer.slice(i + 1);
+      if (line === 'READY=1') this.#markReady();
+      else if (line.startsWith('STATUS=')) this.status = line.slice(7);
+      i = this.#buffer.indexOf('\n');
+    }
+    if (this.#buffer.length > MAX_LINE) this.#buffer = '';
+  }
+
+  #markReady(): void {
+    if (this.state !== 'starting') return;
+    this.state = 'ready';
+    this.readyAt = now();
+    if (this.#assume) removeDeadline(this.#assume);
+    this.#assume = null;
+    for (const w of this.#readyWaiters) w.commit(true);
+    this.#readyWaiters.clear();
+  }
+
+  #exited(e: WorkerExit): void {
+    if (this.exit) return;
+    this.exit = e;
+    this.state = 'exited';
+    if (this.#assume) removeDeadline(this.#assume);
+    this.#assume = null;
+    for (const s of this.#child.stdio) s?.destroy();
+    for (const w of this.#readyWaiters) w.commit(false);
+    this.#readyWaiters.clear();
+    for (const w of this.#exitWaiters) w.commit(e);
+    this.#exitWaiters.clear();
+  }
+
+  /** True once `READY=1` arrived (or the assumed delay passed). */
+  get isReady(): boolean {
+    return this.readyAt !== null;
+  }
+
+  /**
+   * Waits until the worker reported ready. Throws `WorkerNotReadyError` if it exits first.
+   * **Cancellation**: a blocking checkpoint; a cancelled wait changes nothing in the worker.
+   */
+  async waitReady(): Promise<void> {
+    let ok: boolean;
+    if (this.readyAt !== null || this.exit) {
+      pollCancel();
+      ok = this.readyAt !== null;
+    } else {
+      ok = await block<boolean>((w) => {
+        this.#readyWaiters.add(w);
+        return () => this.#readyWaiters.delete(w);
+      });
+    }
+    if (!ok) {
+      throw new WorkerNotReadyError(
+        this.generation,
+        this.pid,
+        `${describeExit(this.exit)} before it was ready`,
+      );
+    }
+  }
+
+  /**
+   * Waits until the process has exited and returns how.
+   * **Cancellation**: a blocking checkpoint; a cancelled wait changes nothing in the worker.
+   */
+  waitExit(): Promise<WorkerExit> {
+    if (this.exit) {
+      pollCancel();
+      return Promise.resolve(this.exit);
+    }
+    return block<WorkerExit>((w) => {
+      this.#exitWaiters.add(w);
+      return () => this.#exitWaiters.delete(w);
+    });
+  }
+
+  /** Sends `signal`; false if the process is gone. Never throws. */
+  kill(signal: NodeJS.Signals): boolean {
+    if (this.exit || this.pid === undefined) return false;
+    try {
+      return this.#child.kill(signal);
+    } catch {
+      return false;
+    }
+  }
+}
+
+/**
+ * How a worker ended, in words: `exited with status 1`, `was killed by SIGKILL`.
+ * @example
+ * describeExit({ code: 1, signal: null }); // 'exited with status 1'
+ */
+export function describeExit(e: WorkerExit | null): string {
+  if (!e) return 'is still running';
+  if (e.error) return `could not be started (${e.error})`;
+  if (e.signal) return `was killed by ${e.signal}`;
+  return `exited with status ${e.code}`;
+}
