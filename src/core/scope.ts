@@ -50,10 +50,9 @@ export interface ScopeHandle {
 
 class Handle implements ScopeHandle {
   cancelledCaught = false;
-  readonly scope: CancelScope;
+  scope!: CancelScope;
   readonly deadline: number;
-  constructor(scope: CancelScope, deadline: number) {
-    this.scope = scope;
+  constructor(deadline: number) {
     this.deadline = deadline;
   }
   cancel(reason?: unknown): void {
@@ -67,22 +66,34 @@ class Handle implements ScopeHandle {
   }
 }
 
+function badMs(name: string, ms: unknown): ArgumentError {
+  return new ArgumentError(`${name}: ms must be a number, got ${String(ms)}`);
+}
+
 function validMs(name: string, ms: unknown): number {
-  if (typeof ms !== 'number' || Number.isNaN(ms)) {
-    throw new ArgumentError(`${name}: ms must be a number, got ${String(ms)}`);
-  }
+  if (typeof ms !== 'number' || Number.isNaN(ms)) throw badMs(name, ms);
   return ms;
 }
 
-/** @internal runs `fn` in a new child scope; `deadline` is absolute, Infinity for none. */
-export async function runScope<T>(
+/** @internal what `scoped` returns when the scope caught its own cancellation. */
+export const CAUGHT: unique symbol = Symbol('quiesce.caught');
+
+/**
+ * @internal runs `fn(arg)` in a new child scope with an absolute `deadline` (Infinity for
+ * none); returns its value, or `CAUGHT` when the scope caught its own cancellation. One async
+ * frame, no handle, no result object: this is the hot path of `timeout`.
+ */
+export async function scoped<A, T, C = typeof CAUGHT>(
   deadline: number,
   shield: boolean,
-  fn: (h: ScopeHandle) => T | PromiseLike<T>,
-): Promise<{ handle: Handle; value: T | undefined }> {
+  fn: (a: A) => T | PromiseLike<T>,
+  arg: A,
+  handle?: Handle,
+  caught: C = CAUGHT as C,
+): Promise<T | C> {
   const ctx = current();
   const scope = new CancelScope(ctx.scope, shield);
-  const handle = new Handle(scope, deadline);
+  if (handle) handle.scope = scope;
   let d: Deadline | null = null;
   if (deadline !== Number.POSITIVE_INFINITY) {
     const fire = () => scope.cancel({ kind: 'deadline', deadline, at: now() });
@@ -90,18 +101,22 @@ export async function runScope<T>(
     else d = addDeadline(deadline, fire);
   }
   try {
-    const value = await runIn({ task: ctx.task, scope, mask: ctx.mask }, fn, handle);
-    return { handle, value };
+    return await runIn({ task: ctx.task, scope, mask: ctx.mask }, fn, arg);
   } catch (e) {
-    if (e instanceof Cancelled && e.origin === scope) {
-      handle.cancelledCaught = true;
-      return { handle, value: undefined };
-    }
+    if (e instanceof Cancelled && e.origin === scope) return caught;
     throw e;
   } finally {
     if (d) removeDeadline(d);
     scope.close();
   }
+}
+
+function call<T>(fn: () => T | PromiseLike<T>): T | PromiseLike<T> {
+  return fn();
+}
+
+async function callAsync<T>(fn: () => T | PromiseLike<T>): Promise<T> {
+  return await fn();
 }
 
 /**
@@ -127,8 +142,14 @@ export async function cancelScope<T>(
   if (options?.deadline !== undefined) {
     deadline = Math.min(deadline, validMs('cancelScope deadline', options.deadline));
   }
-  const { handle, value } = await runScope(deadline, options?.shield === true, fn);
-  return { value, cancelledCaught: handle.cancelledCaught, scope: handle };
+  const handle = new Handle(deadline);
+  const v = await scoped(deadline, options?.shield === true, fn, handle, handle);
+  handle.cancelledCaught = v === CAUGHT;
+  return {
+    value: v === CAUGHT ? undefined : v,
+    cancelledCaught: handle.cancelledCaught,
+    scope: handle,
+  };
 }
 
 /**
@@ -146,8 +167,8 @@ export async function timeout<T>(ms: number, fn: () => T | PromiseLike<T>): Prom
   validMs('timeout', ms);
   if (ms === 0) return undefined;
   if (ms < 0 || ms === Number.POSITIVE_INFINITY) return fn();
-  const { handle, value } = await runScope(now() + ms, false, fn);
-  return handle.cancelledCaught ? undefined : value;
+  const v = await scoped(now() + ms, false, call<T>, fn);
+  return v === CAUGHT ? undefined : v;
 }
 
 /**
@@ -159,9 +180,9 @@ export async function timeoutOrThrow<T>(ms: number, fn: () => T | PromiseLike<T>
   validMs('timeoutOrThrow', ms);
   if (ms === 0) throw new TimeoutError(0);
   if (ms < 0 || ms === Number.POSITIVE_INFINITY) return fn();
-  const { handle, value } = await runScope(now() + ms, false, fn);
-  if (handle.cancelledCaught) throw new TimeoutError(ms);
-  return value as T;
+  const v = await scoped(now() + ms, false, call<T>, fn);
+  if (v === CAUGHT) throw new TimeoutError(ms);
+  return v;
 }
 
 /**
@@ -174,8 +195,8 @@ export async function timeoutAt<T>(
 ): Promise<T | undefined> {
   validMs('timeoutAt', deadline);
   if (deadline <= now()) return undefined;
-  const { handle, value } = await runScope(deadline, false, fn);
-  return handle.cancelledCaught ? undefined : value;
+  const v = await scoped(deadline, false, call<T>, fn);
+  return v === CAUGHT ? undefined : v;
 }
 
 /** `timeoutAt` that throws `TimeoutError` when the deadline passes. */
@@ -185,9 +206,9 @@ export async function timeoutAtOrThrow<T>(
 ): Promise<T> {
   validMs('timeoutAtOrThrow', deadline);
   if (deadline <= now()) throw new TimeoutError();
-  const { handle, value } = await runScope(deadline, false, fn);
-  if (handle.cancelledCaught) throw new TimeoutError();
-  return value as T;
+  const v = await scoped(deadline, false, call<T>, fn);
+  if (v === CAUGHT) throw new TimeoutError();
+  return v;
 }
 
 /**
@@ -205,8 +226,8 @@ export async function boundedCleanup<T>(
 ): Promise<T | undefined> {
   validMs('boundedCleanup', ms);
   const deadline = ms < 0 ? Number.POSITIVE_INFINITY : now() + ms;
-  const { handle, value } = await runScope(deadline, true, fn);
-  if (handle.cancelledCaught) {
+  const v = await scoped(deadline, true, call<T>, fn);
+  if (v === CAUGHT) {
     report({
       code: 'QUIESCE_CLEANUP_OVERRUN',
       message: `cleanup overran its ${ms} ms budget and was cancelled`,
@@ -214,7 +235,7 @@ export async function boundedCleanup<T>(
     });
     return undefined;
   }
-  return value;
+  return v;
 }
 
 /**
@@ -280,13 +301,20 @@ export async function withSignal<T>(signal: AbortSignal, fn: () => T | PromiseLi
   let scope: CancelScope | null = null;
   const onAbort = () => scope?.cancel({ kind: 'signal', reason: signal.reason, at: now() });
   signal.addEventListener('abort', onAbort, { once: true });
+  const handle = new Handle(Number.POSITIVE_INFINITY);
   try {
-    const { handle, value } = await runScope(Number.POSITIVE_INFINITY, false, (h) => {
-      scope = (h as Handle).scope;
-      return fn();
-    });
-    if (handle.cancelledCaught) throw signal.reason;
-    return value as T;
+    const v = await scoped(
+      Number.POSITIVE_INFINITY,
+      false,
+      (h: Handle) => {
+        scope = h.scope;
+        return fn();
+      },
+      handle,
+      handle,
+    );
+    if (v === CAUGHT) throw signal.reason;
+    return v;
   } finally {
     signal.removeEventListener('abort', onAbort);
   }

@@ -14,6 +14,7 @@
 import { now } from './clock.ts';
 import {
   block,
+  blockResult,
   CancelScope,
   type Ctx,
   current,
@@ -51,6 +52,8 @@ export class Task<T> implements TaskLike, AsyncDisposable {
   readonly scope: CancelScope;
   /** @internal */
   raisedCancel = false;
+  /** @internal the body, until it starts. */
+  body: (() => T | PromiseLike<T>) | null = null;
   /** @internal running children. */
   children: Set<Task<unknown>> | null = null;
   #outcome: Result<T> | null = null;
@@ -81,10 +84,16 @@ export class Task<T> implements TaskLike, AsyncDisposable {
    * **Cancellation**: a checkpoint; blocks until the task is done; interruptible under `mask`.
    * Being cancelled while waiting leaves the task running.
    */
-  async wait(): Promise<T> {
-    const r = await this.result();
-    if (r.ok) return r.value;
-    throw r.error;
+  wait(): Promise<T> {
+    this.#observed = true;
+    const r = this.#outcome;
+    if (r) {
+      pollCancel();
+      return r.ok ? Promise.resolve(r.value) : Promise.reject(r.error);
+    }
+    return blockResult<T>((w) => {
+      (this.#waiters ??= []).push(w);
+    });
   }
 
   /**
@@ -201,14 +210,16 @@ export class Task<T> implements TaskLike, AsyncDisposable {
   }
 }
 
-async function runTask<T>(t: Task<T>, fn: () => T | PromiseLike<T>): Promise<void> {
+async function runTask<T>(t: Task<T>): Promise<void> {
+  const fn = t.body!;
+  t.body = null;
   let r: Result<T>;
   try {
     r = { ok: true, value: await fn() };
   } catch (error) {
     r = { ok: false, error };
   }
-  await settleChildren(t);
+  if (t.children?.size || t.adopted?.size) await settleChildren(t);
   t.finish(r);
 }
 
@@ -247,7 +258,8 @@ export function spawnIn<T>(
   name: string | undefined,
 ): Task<T> {
   const t = new Task<T>(ctx.task as Task<unknown> | null, parentScope, name);
-  runIn({ task: t, scope: t.scope, mask: ctx.mask }, runTask<T>, t, fn);
+  t.body = fn;
+  runIn({ task: t, scope: t.scope, mask: ctx.mask }, runTask<T>, t);
   return t;
 }
 
