@@ -83,14 +83,14 @@ export const CAUGHT: unique symbol = Symbol('quiesce.caught');
  * none); returns its value, or `CAUGHT` when the scope caught its own cancellation. One async
  * frame, no handle, no result object: this is the hot path of `timeout`.
  */
-export async function scoped<A, T, C = typeof CAUGHT>(
+export async function scoped<A, T>(
   deadline: number,
   shield: boolean,
   fn: (a: A) => T | PromiseLike<T>,
   arg: A,
   handle?: Handle,
-  caught: C = CAUGHT as C,
-): Promise<T | C> {
+  caughtIsUndefined?: boolean,
+): Promise<T | typeof CAUGHT> {
   const ctx = current();
   const scope = new CancelScope(ctx.scope, shield);
   if (handle) handle.scope = scope;
@@ -105,7 +105,8 @@ export async function scoped<A, T, C = typeof CAUGHT>(
   try {
     return await runIn({ task: ctx.task, scope, mask: ctx.mask }, fn, arg);
   } catch (e) {
-    if (e instanceof Cancelled && e.origin === scope) return caught;
+    if (e instanceof Cancelled && e.origin === scope)
+      return caughtIsUndefined ? (undefined as T) : CAUGHT;
     throw e;
   } finally {
     if (d) removeDeadline(d);
@@ -170,7 +171,7 @@ export function timeout<T>(ms: number, fn: () => T | PromiseLike<T>): Promise<T 
   if (ms === 0) return Promise.resolve(undefined);
   if (ms < 0 || ms === Number.POSITIVE_INFINITY) return callAsync(fn);
   // `undefined` stands for CAUGHT: the hot path allocates no second async frame.
-  return scoped(now() + ms, false, call<T>, fn, undefined, undefined);
+  return scoped(now() + ms, false, call<T>, fn, undefined, true) as Promise<T | undefined>;
 }
 
 /**
