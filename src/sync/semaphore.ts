@@ -55,7 +55,8 @@ export class Semaphore {
 
   /**
    * Takes `n` permits (default 1), waiting in line until they are available. Prefer
-   * `withPermit`, which cannot leak them.
+   * `withPermit`, which cannot leak them. The line is strict: a request for more permits than
+   * will ever be available waits forever and holds up everyone behind it.
    * **Cancellation**: a checkpoint; blocks only when it must wait (then interruptible under
    * `mask`). Interrupted, it holds nothing.
    * @example

@@ -463,4 +463,124 @@ describe('select: cancellation injected at every checkpoint', () => {
       assert.ok(checkpoints >= 10);
     },
   );
+
+  // Invariant: each kind of event, cancelled anywhere, fired and consumed once, or left its source intact.
+  const kinds: {
+    name: string;
+    make: () => {
+      event: SelectEvent<unknown>;
+      fire: () => unknown;
+      check: (won: boolean, fired: boolean) => void;
+      cleanup?: () => unknown;
+    };
+  }[] = [
+    {
+      name: 'chan.readEvent',
+      make: () => {
+        const c = new Chan<number>();
+        return {
+          event: c.readEvent(),
+          fire: () => c.write(1),
+          check: (won, fired) => assert.equal(c.size, fired && !won ? 1 : 0),
+        };
+      },
+    },
+    {
+      name: 'queue.getEvent',
+      make: () => {
+        const q = new Queue<number>(1);
+        return {
+          event: q.getEvent(),
+          fire: () => q.put(1),
+          check: (won, fired) => assert.equal(q.size, fired && !won ? 1 : 0),
+        };
+      },
+    },
+    {
+      name: 'mvar.takeEvent',
+      make: () => {
+        const m = new MVar<number>();
+        return {
+          event: m.takeEvent(),
+          fire: () => m.put(1),
+          check: (won, fired) => assert.equal(m.isFull, fired && !won),
+        };
+      },
+    },
+    {
+      name: 'mvar.readEvent',
+      make: () => {
+        const m = new MVar<number>();
+        return {
+          event: m.readEvent(),
+          fire: () => m.put(1),
+          check: (_, fired) => assert.equal(m.isFull, fired, 'a read never empties'),
+        };
+      },
+    },
+    {
+      name: 'sem.acquireEvent',
+      make: () => {
+        const s = new Semaphore(0);
+        return {
+          event: s.acquireEvent(),
+          fire: () => s.release(),
+          check: (won, fired) => assert.equal(s.available, fired && !won ? 1 : 0),
+        };
+      },
+    },
+    {
+      name: 'aborted',
+      make: () => {
+        const ac = new AbortController();
+        return {
+          event: aborted(ac.signal),
+          fire: () => ac.abort(),
+          check: () => assert.equal(getEventListeners(ac.signal, 'abort').length, 0),
+        };
+      },
+    },
+    {
+      name: 'taskDone',
+      make: () => {
+        const gate = new MVar<void>();
+        const t = spawn(() => gate.take());
+        return {
+          event: taskDone(t),
+          fire: () => gate.put(),
+          check: () => {},
+          cleanup: async () => {
+            gate.tryPut();
+            await t.result();
+          },
+        };
+      },
+    },
+  ];
+  for (const kind of kinds) {
+    test(
+      `${kind.name}: a select cancelled anywhere consumes its event once or not at all`,
+      bounded,
+      async () => {
+        type S = { k: ReturnType<(typeof kind)['make']>; won: boolean; fired: boolean };
+        await injectCancellation<S>({
+          setup: () => ({ k: kind.make(), won: false, fired: false }),
+          scenario: async (s) => {
+            const firer = spawn(async () => {
+              await checkpoint();
+              await s.k.fire();
+              s.fired = true;
+            });
+            const r = await select(s.k.event, after(1_000_000));
+            s.won = r.index === 0;
+            await firer.wait();
+          },
+          invariant: async (s) => {
+            await s.k.cleanup?.();
+            s.k.check(s.won, s.fired);
+          },
+        });
+      },
+    );
+  }
 });

@@ -154,7 +154,7 @@ describe('Semaphore under cancellation', () => {
 describe('Semaphore: cancellation injected at every checkpoint', () => {
   // Invariant: permits are conserved — all back once everybody is done, and never over-granted.
   test(
-    'withPermit, acquire/release and acquireEvent never leak or over-grant a permit',
+    'withPermit, acquire/release, tryAcquire and acquireEvent never leak or over-grant a permit',
     bounded,
     async () => {
       type S = { s: Semaphore; inside: number; most: number };
@@ -180,6 +180,16 @@ describe('Semaphore: cancellation injected at every checkpoint', () => {
                 await body();
               } finally {
                 st.s.release();
+              }
+            }),
+            spawn(async () => {
+              await checkpoint();
+              if (st.s.tryAcquire()) {
+                try {
+                  await body();
+                } finally {
+                  st.s.release();
+                }
               }
             }),
             spawn(async () => {
