@@ -7,7 +7,8 @@
  * 2. Outside a supervisor `notifyReady` is a no-op that says so in its result; it never throws
  *    because nobody listens.
  * 3. Readiness is said once: the first call writes and closes the descriptor (so children of
- *    the worker do not inherit it); later calls return the first call's result.
+ *    the worker do not inherit it) and removes the variable; later calls return the first
+ *    call's result.
  * 4. Under systemd (`NOTIFY_SOCKET` set) readiness also goes to the service manager through the
  *    `systemd-notify` tool, because Node cannot send on unix datagram sockets.
  *
@@ -43,6 +44,7 @@ let first: Promise<ReadyResult> | null = null;
  * server.listen({ fd: 3 }, () => notifyReady());
  */
 export function notifyReady(env: NodeJS.ProcessEnv = process.env): Promise<ReadyResult> {
+  if (env !== process.env) return announce(env);
   first ??= announce(env);
   return first;
 }

@@ -1,0 +1,131 @@
+/**
+ * When things go wrong: a new generation that never gets ready or crashes at start, a worker
+ * killed under the supervisor, a crash loop, a worker that will not drain.
+ */
+import assert from 'node:assert/strict';
+import { writeFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { test } from 'node:test';
+import { hello, load, startSupervisor, tempDir, until } from './helpers.ts';
+
+function gone(pid: number): boolean {
+  try {
+    process.kill(pid, 0);
+    return false;
+  } catch {
+    return true;
+  }
+}
+
+for (const [broken, why] of [
+  ['never-ready', /did not report ready within 1000 ms/],
+  ['crash-at-start', /exited with status 3 before it was ready/],
+] as const) {
+  test(`a new generation that is ${broken}: the reload fails, the old one keeps serving, clients see nothing`, {
+    timeout: 30_000,
+  }, async (t) => {
+    const dir = tempDir(t);
+    const mode = join(dir, 'mode');
+    writeFileSync(mode, 'normal');
+    const sup = await startSupervisor({
+      t,
+      dir,
+      args: ['--ready-timeout', '1s'],
+      env: { FIXTURE_MODE_FILE: mode },
+    });
+    const [oldPid] = sup.workerPids();
+    // Invariant: while the broken generation comes and goes, every connection is answered.
+    const l = load(() => hello(sup.port), { concurrency: 3, maxMs: 20_000 });
+    writeFileSync(mode, broken);
+    const r = await sup.request('reload');
+    assert.equal(r.ok, false);
+    assert.ok(!r.ok);
+    assert.equal(r.error.code, 'ERR_RELOAD_FAILED');
+    assert.match(r.error.message, why);
+    assert.match(r.error.message, /generation 1 keeps serving/);
+    const badPid = sup.workerPids().find((p) => p !== oldPid)!;
+    await until(() => gone(badPid), 10_000, 'the failed worker to be stopped');
+    const tally = await l.stop();
+    const { ok, ...failures } = tally;
+    assert.deepEqual(failures, { refused: 0, reset: 0, timeout: 0, wrong: 0 });
+    assert.ok(ok > 0);
+    assert.ok(!gone(oldPid), 'the old worker still runs');
+    const st = await sup.request('status');
+    assert.ok(st.ok);
+    const status = st.status as { generation: number; reloads: { failed: number; ok: number } };
+    assert.equal(status.generation, 1);
+    assert.deepEqual([status.reloads.ok, status.reloads.failed], [0, 1]);
+    // A fixed deploy reloads fine afterwards.
+    writeFileSync(mode, 'normal');
+    const again = await sup.request('reload');
+    assert.ok(again.ok, JSON.stringify(again));
+    assert.equal((again.reload as { generation: number }).generation, 3);
+  });
+}
+
+test('a worker killed with SIGKILL is restarted, and the restart is counted', {
+  timeout: 30_000,
+}, async (t) => {
+  const dir = tempDir(t);
+  const sup = await startSupervisor({ t, dir });
+  const [first] = sup.workerPids();
+  process.kill(first, 'SIGKILL');
+  const m = await sup.waitFor(/restarting worker slot 0 of generation 1: pid (\d+)/);
+  const second = Number(m[1]);
+  assert.notEqual(second, first);
+  await until(
+    async () => {
+      const st = await sup.request('status');
+      const w = st.ok && (st.status as any).generations[0].workers[0];
+      return w && w.pid === second && w.state === 'ready' && w.restarts === 1;
+    },
+    10_000,
+    'the restarted worker to be ready',
+  );
+  assert.match(sup.stderr(), new RegExp(`worker ${first} of generation 1 was killed by SIGKILL`));
+  assert.equal(await hello(sup.port), 'ok');
+});
+
+test('a worker that keeps crashing is a crash loop: the supervisor gives up and exits 1', {
+  timeout: 30_000,
+}, async (t) => {
+  const dir = tempDir(t);
+  const sup = await startSupervisor({ t, dir, args: ['--max-restarts', '1'] });
+  const [first] = sup.workerPids();
+  process.kill(first, 'SIGKILL');
+  const m = await sup.waitFor(/restarting worker slot 0 of generation 1: pid (\d+)/);
+  await until(
+    async () => {
+      const st = await sup.request('status');
+      return st.ok && (st.status as any).generations[0].workers[0].state === 'ready';
+    },
+    10_000,
+    'the restarted worker to be ready',
+  );
+  process.kill(Number(m[1]), 'SIGKILL');
+  assert.equal(await sup.exited, 1);
+  assert.match(
+    sup.stderr(),
+    /crash loop: worker slot 0 of generation 1 exited 2 times within 60000 ms/,
+  );
+});
+
+test('a draining worker that ignores SIGTERM is killed after --drain-timeout', {
+  timeout: 30_000,
+}, async (t) => {
+  const dir = tempDir(t);
+  const mode = join(dir, 'mode');
+  writeFileSync(mode, 'ignore-term');
+  const sup = await startSupervisor({
+    t,
+    dir,
+    args: ['--drain-timeout', '300ms'],
+    env: { FIXTURE_MODE_FILE: mode },
+  });
+  const [oldPid] = sup.workerPids();
+  const r = await sup.request('reload');
+  assert.ok(r.ok);
+  await sup.waitFor(new RegExp(`worker ${oldPid} still running after 300 ms of drain: SIGKILL`));
+  await until(() => gone(oldPid), 5000, 'the stubborn worker to die');
+  assert.equal(await hello(sup.port), 'ok');
+});

@@ -1,0 +1,143 @@
+/**
+ * Reloads, with real processes on 127.0.0.1: the promise is that no client ever sees a refused
+ * or reset connection, and that a connection in flight finishes on the generation that took it.
+ */
+import assert from 'node:assert/strict';
+import { writeFileSync } from 'node:fs';
+import * as net from 'node:net';
+import { join } from 'node:path';
+import { test } from 'node:test';
+import {
+  HTTP_WORKER,
+  hello,
+  httpGet,
+  load,
+  NODE,
+  runCli,
+  startSupervisor,
+  tempDir,
+  until,
+} from './helpers.ts';
+
+function noFailures(tally: Record<string, number>) {
+  const { ok, ...failures } = tally;
+  assert.deepEqual(failures, { refused: 0, reset: 0, timeout: 0, wrong: 0 });
+  return ok;
+}
+
+test('10 reloads under continuous load: every Hello/Goodbye connection gets both lines, none refused or reset', {
+  timeout: 60_000,
+}, async (t) => {
+  const dir = tempDir(t);
+  const sup = await startSupervisor({ t, dir, args: ['--workers', '2'] });
+  // Invariant: every connection opened during the reloads is accepted and answered in full.
+  const l = load(() => hello(sup.port), { concurrency: 4, maxMs: 45_000 });
+  for (let i = 0; i < 10; i++) {
+    const r = await sup.request('reload');
+    assert.ok(r.ok, JSON.stringify(r));
+    assert.equal(r.reload && (r.reload as { generation: number }).generation, i + 2);
+  }
+  const tally = await l.stop();
+  assert.ok(noFailures(tally) >= 40, `only ${tally.ok} connections ran during the reloads`);
+  const last = await sup.request('status');
+  assert.ok(last.ok && (last.status as { generation: number }).generation === 11);
+});
+
+test('10 reloads of an HTTP worker under load with keep-alive off: every request answered', {
+  timeout: 60_000,
+}, async (t) => {
+  const dir = tempDir(t);
+  const sup = await startSupervisor({ t, dir, worker: [NODE, HTTP_WORKER] });
+  // Invariant: every request gets a 200 with the worker's body; no connection error.
+  const l = load(() => httpGet(sup.port), { concurrency: 4, maxMs: 45_000 });
+  for (let i = 0; i < 10; i++) {
+    const r = await sup.request('reload');
+    assert.ok(r.ok, JSON.stringify(r));
+  }
+  const tally = await l.stop();
+  assert.ok(noFailures(tally) >= 40, `only ${tally.ok} requests ran during the reloads`);
+});
+
+test('reload requests made while a reload runs coalesce into exactly one more reload', {
+  timeout: 30_000,
+}, async (t) => {
+  const dir = tempDir(t);
+  const sup = await startSupervisor({ t, dir });
+  const results = await Promise.all([
+    sup.request('reload'),
+    sup.request('reload'),
+    sup.request('reload'),
+  ]);
+  const gens = results.map((r) => {
+    assert.ok(r.ok, JSON.stringify(r));
+    return (r.reload as { generation: number }).generation;
+  });
+  // The first request to arrive starts generation 2; the other two share generation 3.
+  assert.deepEqual(gens.sort(), [2, 3, 3]);
+  const st = await sup.request('status');
+  assert.ok(st.ok);
+  const status = st.status as { generation: number; reloads: { ok: number } };
+  assert.equal(status.generation, 3);
+  assert.equal(status.reloads.ok, 2);
+  // And the CLI client reports a reload the same way.
+  const cli = await runCli(['reload', '--control', sup.control]);
+  assert.equal(cli.code, 0, cli.stderr);
+  assert.match(
+    cli.stdout,
+    /^reloaded: generation 4 serving \(pid \d+\) after \d+ ms; generation 3 draining/,
+  );
+});
+
+test('connections in flight during a reload complete on the old generation, which drains before it exits', {
+  timeout: 30_000,
+}, async (t) => {
+  const dir = tempDir(t);
+  const mode = join(dir, 'mode');
+  writeFileSync(mode, 'normal hold=1500');
+  const sup = await startSupervisor({ t, dir, env: { FIXTURE_MODE_FILE: mode } });
+  const [oldPid] = sup.workerPids();
+  // Five long connections, each already greeted by generation 1.
+  const conns = await Promise.all(
+    Array.from(
+      { length: 5 },
+      () =>
+        new Promise<{ c: net.Socket; data: () => string; ended: Promise<void> }>(
+          (resolve, reject) => {
+            const c = net.connect(sup.port, '127.0.0.1');
+            let data = '';
+            const ended = new Promise<void>((r) => c.on('end', () => r()));
+            c.setEncoding('utf8');
+            c.on('error', reject);
+            c.on('data', (d: string) => {
+              data += d;
+              if (data === 'Hello.\n') resolve({ c, data: () => data, ended });
+            });
+          },
+        ),
+    ),
+  );
+  t.after(() => {
+    for (const { c } of conns) c.destroy();
+  });
+  writeFileSync(mode, 'normal');
+  const r = await sup.request('reload');
+  assert.ok(r.ok, JSON.stringify(r));
+  // The old worker is draining, not killed: it is still there with our connections open.
+  assert.doesNotThrow(() => process.kill(oldPid, 0));
+  assert.equal(await hello(sup.port), 'ok', 'the new generation serves meanwhile');
+  await Promise.all(conns.map((x) => x.ended));
+  for (const x of conns) assert.equal(x.data(), 'Hello.\nGoodbye.\n');
+  await until(
+    () => {
+      try {
+        process.kill(oldPid, 0);
+        return false;
+      } catch {
+        return true;
+      }
+    },
+    10_000,
+    'the old worker to exit',
+  );
+  assert.doesNotMatch(sup.stderr(), /SIGKILL/);
+});
