@@ -1,0 +1,661 @@
+/**
+ * `Connection`: one TCP or unix-socket connection, read and written with checkpoints.
+ *
+ * Guarantees, and who keeps them:
+ * 1. Backpressure is real: the socket stays paused and bytes are pulled only when a read asks,
+ *    so at most the stream's high-water mark plus one `readLine` (≤ its `maxBytes`) is ever
+ *    buffered per connection, whatever the peer sends.
+ * 2. A cancelled read loses no byte: a blocked read only waits for a notification and takes
+ *    bytes synchronously once it runs again, so bytes are never handed to a reader that can
+ *    still be cancelled ("cancelled means it did not happen").
+ * 3. A cancelled write wrote nothing: `write` waits for room *before* it hands its bytes to the
+ *    socket, and hands them over without another wait.
+ * 4. `readWithin` never throws for a timeout, the peer's EOF or the server's drain: they are
+ *    values (`{ kind: 'timeout' | 'eof' | 'shutdown' }`), raced event-poll style.
+ * 5. With an idle limit, every blocking read or write gives up after that long *from its call*,
+ *    however the peer trickles bytes in — a slow peer cannot hold a connection open.
+ * 6. `gracefulClose` never throws, is bounded by its timeout, and lets a healthy peer see our
+ *    data and an orderly EOF, never a reset.
+ */
+import type net from 'node:net';
+import { addDeadline, type Deadline, now, removeDeadline } from '../core/clock.ts';
+import { block, pollCancel, type Waiter } from '../core/context.ts';
+import { ArgumentError } from '../core/errors.ts';
+import { after, type SelectEvent, select } from '../sync/select.ts';
+import { type DrainFlag, neverDraining } from './drain.ts';
+import {
+  ConcurrentReadError,
+  ConnectionClosedError,
+  ConnectionError,
+  IdleTimeoutError,
+  LineTooLongError,
+} from './errors.ts';
+
+/** What `readWithin` returns: data, or why there is none — never an exception for these. */
+export type ReadResult =
+  | { readonly kind: 'data'; readonly data: Buffer }
+  | { readonly kind: 'eof' }
+  | { readonly kind: 'timeout' }
+  | { readonly kind: 'shutdown' };
+
+/** Options for `readWithin`. */
+export interface ReadWithinOptions {
+  /** Return at most this many bytes. Default: whatever is buffered. */
+  maxBytes?: number;
+  /** Return `{ kind: 'shutdown' }` when the server drains and no data is waiting. Default: true. */
+  returnOnShutdown?: boolean;
+}
+
+/** Options for `readLine`. */
+export interface ReadLineOptions {
+  /** The longest line accepted, in bytes; longer ones raise `LineTooLongError`. Default: 65536. */
+  maxBytes?: number;
+}
+
+/** Options for `gracefulClose`. */
+export interface GracefulCloseOptions {
+  /** How long to wait for the peer's EOF (and for our data to leave) before closing. Default: 2000. */
+  timeoutMs?: number;
+  /** Stop discarding after this many bytes from the peer. Default: 65536. */
+  maxBytes?: number;
+}
+
+/** How a `gracefulClose` ended. */
+export interface GracefulCloseResult {
+  /**
+   * `'eof'`: the peer closed its side — the clean end. `'timeout'`: it did not in time.
+   * `'limit'`: it kept sending past `maxBytes`. `'error'`: the connection broke (reset).
+   * `'closed'`: it was already closed on this side.
+   */
+  readonly outcome: 'eof' | 'timeout' | 'limit' | 'error' | 'closed';
+  /** Bytes read and thrown away while waiting. */
+  readonly discardedBytes: number;
+}
+
+/** @internal how a server configures its connections. */
+export interface ConnectionSettings {
+  idleTimeoutMs?: number;
+  drain?: DrainFlag;
+  id?: number;
+}
+
+const DEFAULT_LINE_MAX = 65536;
+/** What a reader's poll gives: a value (with the bytes it consumed), a failure, or "wait". */
+type Polled<T> = { value: T; raw: Buffer | null } | Error | undefined;
+const END: { value: null; raw: null } = { value: null, raw: null };
+const VOID: { value: undefined } = { value: undefined };
+
+function noop(): void {}
+
+let nextId = 1;
+
+/**
+ * A connection handed to a `serve` handler. Reads are for one task at a time; writes may come
+ * from several tasks (they go out in call order).
+ * `await using conn` closes it gracefully.
+ */
+export class Connection implements AsyncDisposable {
+  /** The Node socket underneath — an escape hatch; reading it directly voids guarantee 2. */
+  readonly socket: net.Socket;
+  /** A number unique in this process, for logs. */
+  readonly id: number;
+  readonly #idleMs: number;
+  readonly #drain: DrainFlag;
+  // Bytes pulled from the socket and not yet returned to a reader.
+  // Invariant: #pending === null || #pending.length > 0.
+  #pending: Buffer | null = null;
+  // readLine: the first #scanned bytes of #pending hold no '\n'.
+  #scanned = 0;
+  #eof = false;
+  #error: Error | null = null;
+  #closedHere = false;
+  #pulling = false;
+  // The one blocked reader's wake-up; called on 'readable', 'end', 'error' and 'close'.
+  #wakeReader: (() => void) | null = null;
+  #wakeWriters: Set<() => void> | null = null;
+  #closing: Promise<GracefulCloseResult> | null = null;
+  #closed: Promise<void>;
+  #isClosed = false;
+
+  /** @internal a server creates connections; so can you, from a connected socket. */
+  constructor(socket: net.Socket, settings?: ConnectionSettings) {
+    this.socket = socket;
+    this.id = settings?.id ?? nextId++;
+    const idle = settings?.idleTimeoutMs ?? Number.POSITIVE_INFINITY;
+    if (typeof idle !== 'number' || Number.isNaN(idle) || idle <= 0) {
+      throw new ArgumentError(`idleTimeoutMs must be a positive number, got ${String(idle)}`);
+    }
+    this.#idleMs = idle;
+    this.#drain = settings?.drain ?? neverDraining;
+    socket.on('end', () => {
+      this.#eof = true;
+      this.#wake();
+    });
+    socket.on('error', (e: Error) => {
+      this.#error ??= e;
+      this.#wake();
+    });
+    socket.on('drain', () => this.#wakeWrite());
+    this.#closed = new Promise<void>((resolve) => {
+      socket.once('close', () => {
+        this.#isClosed = true;
+        this.#wake();
+        this.#wakeWrite();
+        resolve();
+      });
+    });
+    if (socket.destroyed) this.#isClosed = true;
+  }
+
+  /** The peer's address, as Node reports it (undefined once closed, or for unix sockets). */
+  get remoteAddress(): string | undefined {
+    return this.socket.remoteAddress;
+  }
+
+  /** The peer's port (TCP). */
+  get remotePort(): number | undefined {
+    return this.socket.remotePort;
+  }
+
+  /** Bytes received from the peer so far. */
+  get bytesRead(): number {
+    return this.socket.bytesRead;
+  }
+
+  /** Bytes handed to the kernel so far. */
+  get bytesWritten(): number {
+    return this.socket.bytesWritten;
+  }
+
+  /** True once the server started draining: finish the current exchange and return. */
+  get draining(): boolean {
+    return this.#drain.isSet;
+  }
+
+  /** Aborted when the server starts draining, for foreign APIs and event listeners. */
+  get drainSignal(): AbortSignal {
+    return this.#drain.signal;
+  }
+
+  /** Resolves when the socket is fully closed (never rejects; not a checkpoint). */
+  get closed(): Promise<void> {
+    return this.#closed;
+  }
+
+  /**
+   * Waits until the server starts draining; returns at once if it has.
+   * **Cancellation**: a blocking checkpoint.
+   * @example
+   * await conn.waitDraining(); await conn.write('server going away\n');
+   */
+  waitDraining(): Promise<void> {
+    return this.#drain.wait();
+  }
+
+  #wake(): void {
+    const f = this.#wakeReader;
+    if (f) {
+      this.#wakeReader = null;
+      f();
+    }
+  }
+
+  #wakeWrite(): void {
+    const ws = this.#wakeWriters;
+    if (ws) {
+      this.#wakeWriters = null;
+      for (const f of ws) f();
+    }
+  }
+
+  /** Pulls whatever the socket holds into #pending, without blocking. True if any is there. */
+  #fill(): boolean {
+    if (this.#pending !== null) return true;
+    const chunk = this.#pull();
+    if (chunk === null) return false;
+    this.#pending = chunk;
+    return true;
+  }
+
+  #pull(): Buffer | null {
+    if (!this.#pulling) {
+      // Listening for 'readable' starts the socket reading (up to its high-water mark only).
+      this.#pulling = true;
+      this.socket.on('readable', () => this.#wake());
+    }
+    const chunk = this.socket.read() as Buffer | null;
+    return chunk === null || chunk.length === 0 ? null : chunk;
+  }
+
+  #take(max: number): Buffer {
+    const p = this.#pending!;
+    if (p.length <= max) {
+      this.#pending = null;
+      this.#scanned = 0;
+      return p;
+    }
+    this.#pending = p.subarray(max);
+    this.#scanned = Math.max(0, this.#scanned - max);
+    return p.subarray(0, max);
+  }
+
+  /** Puts bytes a reader was handed but could not take back in front (commit refused). */
+  #unread(raw: Buffer): void {
+    this.#pending = this.#pending === null ? raw : Buffer.concat([raw, this.#pending]);
+    this.#scanned = 0;
+  }
+
+  /** Why no more bytes will come, as an error to raise; null if they may. */
+  #endError(what: string): Error | null {
+    if (this.#closedHere) return new ConnectionClosedError(what);
+    if (this.#error) return new ConnectionError(`${what}: ${this.#error.message}`, this.#error);
+    if (this.#isClosed || this.socket.destroyed) {
+      return new ConnectionError(`${what}: the connection was closed`);
+    }
+    return null;
+  }
+
+  #idleAt(): number {
+    return this.#idleMs === Number.POSITIVE_INFINITY
+      ? Number.POSITIVE_INFINITY
+      : now() + this.#idleMs;
+  }
+
+  /** Completes a data read now if it can: bytes, null at EOF, an error, or undefined (wait). */
+  #pollData(max: number, what: string): Polled<Buffer | null> {
+    if (this.#closedHere) return new ConnectionClosedError(what);
+    if (this.#fill()) {
+      const b = this.#take(max);
+      return { value: b, raw: b };
+    }
+    const err = this.#endError(what);
+    if (err) return err;
+    if (this.#eof) return END;
+    return undefined;
+  }
+
+  /** Completes a line read now if it can (see `readLine`). */
+  #pollLine(max: number): Polled<string | null> {
+    if (this.#closedHere) return new ConnectionClosedError('readLine');
+    for (;;) {
+      const p = this.#pending;
+      if (p !== null) {
+        const i = p.indexOf(10, this.#scanned);
+        if (i >= 0) {
+          if (i > max) return new LineTooLongError(max);
+          const end = i > 0 && p[i - 1] === 13 ? i - 1 : i;
+          const line = p.toString('utf8', 0, end);
+          this.#scanned = 0;
+          this.#pending = i + 1 < p.length ? p.subarray(i + 1) : null;
+          return { value: line, raw: p.subarray(0, i + 1) };
+        }
+        this.#scanned = p.length;
+        if (p.length > max) return new LineTooLongError(max);
+      }
+      const chunk = this.#pull();
+      if (chunk === null) break;
+      this.#pending = p === null ? chunk : Buffer.concat([p, chunk]);
+    }
+    const err = this.#endError('readLine');
+    if (err) return err;
+    if (this.#eof) {
+      if (this.#pending === null) return END;
+      const rest = this.#take(Number.POSITIVE_INFINITY);
+      return { value: rest.toString('utf8'), raw: rest };
+    }
+    return undefined;
+  }
+
+  /**
+   * Registers `w` as the one blocked reader: it is handed the first completed `poll()` after a
+   * wake-up, fails on an error or at the idle limit `idleAt`. If the commit is refused (the
+   * waiter was aborted meanwhile), the bytes go back in front — no byte lost (guarantee 2).
+   */
+  #register<T>(w: Waiter<T>, idleAt: number, poll: () => Polled<T>): () => void {
+    if (this.#wakeReader !== null) {
+      w.fail(new ConcurrentReadError());
+      return noop;
+    }
+    let idle: Deadline | null = null;
+    const unregister = () => {
+      if (this.#wakeReader === wake) this.#wakeReader = null;
+      if (idle !== null) {
+        removeDeadline(idle);
+        idle = null;
+      }
+    };
+    const wake = () => {
+      const r = poll();
+      if (r === undefined) {
+        this.#wakeReader = wake; // nothing for us after all: keep waiting
+        return;
+      }
+      unregister();
+      if (r instanceof Error) w.fail(r);
+      else if (!w.commit(r.value) && r.raw) this.#unread(r.raw);
+    };
+    this.#wakeReader = wake;
+    if (idleAt !== Number.POSITIVE_INFINITY) {
+      idle = addDeadline(idleAt, () => {
+        unregister();
+        w.fail(new IdleTimeoutError(this.#idleMs));
+      });
+    }
+    return unregister;
+  }
+
+  #readOp<T>(idleAt: number, poll: () => Polled<T>): Promise<T> {
+    pollCancel();
+    const r = poll();
+    if (r instanceof Error) return Promise.reject(r);
+    if (r !== undefined) return Promise.resolve(r.value);
+    return block<T>((w) => this.#register(w, idleAt, poll));
+  }
+
+  /**
+   * Reads the next bytes: whatever has arrived, at most `maxBytes`, waiting if nothing has.
+   * Returns `null` at the peer's EOF. Throws `ConnectionError` if the connection broke and
+   * `IdleTimeoutError` past the server's idle limit.
+   * **Cancellation**: a checkpoint; blocks when nothing has arrived. A cancelled read consumed
+   * nothing (guarantee 2).
+   * @example
+   * for (let b = await conn.read(); b !== null; b = await conn.read()) await conn.write(b);
+   */
+  async read(maxBytes = Number.POSITIVE_INFINITY): Promise<Buffer | null> {
+    if (!(maxBytes > 0)) throw new ArgumentError('read(maxBytes): maxBytes must be positive');
+    return this.#readOp(this.#idleAt(), () => this.#pollData(maxBytes, 'read'));
+  }
+
+  /**
+   * Reads one line (up to `\n`; a `\r` before it is dropped) as UTF-8 text, without the line
+   * end. At EOF returns the unterminated rest, if any, then `null`. The whole line must arrive
+   * within the idle limit: trickling bytes do not extend it.
+   * **Cancellation**: a checkpoint; blocks until a whole line is there. A cancelled readLine
+   * consumed nothing: the partial line stays for the next read.
+   * @example
+   * const cmd = await conn.readLine({ maxBytes: 1024 });
+   */
+  async readLine(options?: ReadLineOptions): Promise<string | null> {
+    const max = options?.maxBytes ?? DEFAULT_LINE_MAX;
+    if (!(max > 0)) throw new ArgumentError('readLine: maxBytes must be positive');
+    return this.#readOp(this.#idleAt(), () => this.#pollLine(max));
+  }
+
+  /**
+   * The event "bytes arrived" for `select`: its value is what `read(maxBytes)` would return
+   * (`null` at EOF); it fails like `read`. The idle limit counts from this call.
+   * **Cancellation**: not a checkpoint (it only describes the event); the `select` is. Losing
+   * the select consumes nothing.
+   * @example
+   * const r = await select(conn.readEvent(), chan.readEvent(), after(30_000));
+   */
+  readEvent(maxBytes = Number.POSITIVE_INFINITY): SelectEvent<Buffer | null> {
+    if (!(maxBytes > 0)) throw new ArgumentError('readEvent(maxBytes): maxBytes must be positive');
+    return this.#event(this.#idleAt(), () => this.#pollData(maxBytes, 'readEvent'));
+  }
+
+  /**
+   * The event "a whole line arrived" for `select`: its value is what `readLine` would return.
+   * **Cancellation**: not a checkpoint; the `select` is. Losing the select consumes nothing.
+   * @example
+   * const r = await select(conn.lineEvent(), room.readEvent());
+   * if (r.index === 0 && r.value === null) return; // the peer left
+   */
+  lineEvent(options?: ReadLineOptions): SelectEvent<string | null> {
+    const max = options?.maxBytes ?? DEFAULT_LINE_MAX;
+    if (!(max > 0)) throw new ArgumentError('lineEvent: maxBytes must be positive');
+    return this.#event(this.#idleAt(), () => this.#pollLine(max));
+  }
+
+  /**
+   * The event "the server started draining" for `select`.
+   * **Cancellation**: not a checkpoint; the `select` is.
+   * @example
+   * const r = await select(conn.lineEvent(), conn.drainingEvent());
+   */
+  drainingEvent(): SelectEvent<void> {
+    const drain = this.#drain;
+    return {
+      poll: () => (drain.isSet ? VOID : undefined),
+      register: (w) =>
+        drain.subscribe(() => {
+          w.commit();
+        }),
+    };
+  }
+
+  #event<T>(idleAt: number, poll: () => Polled<T>): SelectEvent<T> {
+    return {
+      poll: () => {
+        const r = poll();
+        return r === undefined || r instanceof Error ? undefined : r;
+      },
+      register: (w) => {
+        // A state poll() could not report as a value (an error) fails the wait at once.
+        const r = poll();
+        if (r instanceof Error) {
+          w.fail(r);
+          return noop;
+        }
+        if (r !== undefined) {
+          if (!w.commit(r.value) && r.raw) this.#unread(r.raw);
+          return noop;
+        }
+        return this.#register(w, idleAt, poll);
+      },
+    };
+  }
+
+  /**
+   * Reads with a time limit and says what happened instead of throwing: `{ kind: 'data', data }`,
+   * `{ kind: 'eof' }`, `{ kind: 'timeout' }` after `ms` without data, or `{ kind: 'shutdown' }`
+   * when the server drains while nothing is waiting (unless `returnOnShutdown: false`). Data
+   * already there wins over everything. Still throws for a broken connection, and
+   * `IdleTimeoutError` if the server's idle limit is shorter than `ms` and runs out first.
+   * Reference: `select(conn.readEvent(max), conn.drainingEvent(), after(ms))`.
+   * **Cancellation**: a checkpoint; blocks up to `ms`. A cancelled call consumed nothing.
+   * @example
+   * const r = await conn.readWithin(5000);
+   * if (r.kind === 'timeout') await conn.write('still there?\n');
+   */
+  async readWithin(ms: number, options?: ReadWithinOptions): Promise<ReadResult> {
+    if (typeof ms !== 'number' || Number.isNaN(ms)) {
+      throw new ArgumentError(`readWithin(ms): ms must be a number, got ${String(ms)}`);
+    }
+    const max = options?.maxBytes ?? Number.POSITIVE_INFINITY;
+    if (!(max > 0)) throw new ArgumentError('readWithin: maxBytes must be positive');
+    const data = this.readEvent(max);
+    const r =
+      options?.returnOnShutdown === false
+        ? await select(data, after(ms))
+        : await select(data, after(ms), this.drainingEvent());
+    if (r.index === 0) {
+      const b = r.value as Buffer | null;
+      return b === null ? EOF : { kind: 'data', data: b };
+    }
+    // Data that raced in with the timer or the drain still wins: the caller loses nothing.
+    return r.index === 1 ? TIMEOUT : SHUTDOWN_RESULT;
+  }
+
+  /**
+   * Writes `data` (a string is UTF-8). If the socket's buffer is over its high-water mark it
+   * first waits until the peer has taken enough (backpressure), then hands the bytes over.
+   * Throws `ConnectionError` if the connection broke, `ConnectionClosedError` after `end` or a
+   * close, and `IdleTimeoutError` if the peer reads nothing for the idle limit.
+   * **Cancellation**: a checkpoint; blocks only while the socket is full. A cancelled write
+   * wrote nothing (guarantee 3).
+   * @example
+   * await conn.write('Hello.\n');
+   */
+  async write(data: string | Uint8Array): Promise<void> {
+    const s = this.socket;
+    if (s.writableNeedDrain) {
+      const idleAt = this.#idleAt();
+      while (s.writableNeedDrain) {
+        this.#checkWritable('write');
+        await this.#waitWrite(idleAt);
+      }
+    } else {
+      pollCancel();
+    }
+    this.#checkWritable('write');
+    s.write(data);
+  }
+
+  #checkWritable(what: string): void {
+    if (this.#closedHere || this.socket.writableEnded) throw new ConnectionClosedError(what);
+    const err = this.#error;
+    if (err) throw new ConnectionError(`${what}: ${err.message}`, err);
+    if (this.#isClosed || this.socket.destroyed) {
+      throw new ConnectionError(`${what}: the connection was closed`);
+    }
+  }
+
+  #waitWrite(idleAt: number): Promise<void> {
+    let idle: Deadline | null = null;
+    let wake: (() => void) | null = null;
+    const cleanup = () => {
+      if (idle) removeDeadline(idle);
+      if (wake) this.#wakeWriters?.delete(wake);
+    };
+    return block<void>((w) => {
+      wake = () => {
+        cleanup();
+        w.commit();
+      };
+      (this.#wakeWriters ??= new Set()).add(wake);
+      if (idleAt !== Number.POSITIVE_INFINITY) {
+        idle = addDeadline(idleAt, () => {
+          cleanup();
+          w.fail(new IdleTimeoutError(this.#idleMs));
+        });
+      }
+      return cleanup;
+    });
+  }
+
+  /**
+   * Ends our side (a FIN once everything written has gone out); reading goes on until the
+   * peer's EOF. Further writes throw `ConnectionClosedError`. Idempotent.
+   * **Cancellation**: not a checkpoint; never blocks — safe in `finally`.
+   * @example
+   * await conn.write('bye\n'); conn.end();
+   */
+  end(): void {
+    const s = this.socket;
+    if (!s.writableEnded && !s.destroyed) s.end();
+  }
+
+  /**
+   * Closes at once, without waiting for the peer: unsent data is dropped, and unread data
+   * makes the kernel answer with a reset. Prefer `gracefulClose`; this is for broken peers.
+   * Pending reads and writes of other tasks fail with `ConnectionClosedError`.
+   * **Cancellation**: not a checkpoint; never blocks.
+   */
+  destroy(): void {
+    this.#closedHere = true;
+    this.socket.destroy();
+    this.#wake();
+    this.#wakeWrite();
+  }
+
+  /**
+   * Closes the connection the way a healthy peer never sees as a reset: ends our side (FIN,
+   * after our data), reads and discards until the peer's EOF, `maxBytes` or `timeoutMs`, then
+   * closes. Resolves once the socket is closed; never rejects. Idempotent (later calls get the
+   * first call's result). Pending reads of other tasks fail with `ConnectionClosedError`.
+   * **Cancellation**: not a checkpoint, and nothing in it raises: it is bounded by `timeoutMs`
+   * instead, so it is safe in `finally` and after a cancellation (the event-poll graceful
+   * close of seeds/004).
+   * @example
+   * try { await talk(conn); } finally { await conn.gracefulClose({ timeoutMs: 1000 }); }
+   */
+  gracefulClose(options?: GracefulCloseOptions): Promise<GracefulCloseResult> {
+    if (this.#closing) return this.#closing;
+    const timeoutMs = options?.timeoutMs ?? 2000;
+    const maxBytes = options?.maxBytes ?? 65536;
+    if (typeof timeoutMs !== 'number' || Number.isNaN(timeoutMs) || timeoutMs < 0) {
+      throw new ArgumentError('gracefulClose: timeoutMs must be a number >= 0');
+    }
+    if (typeof maxBytes !== 'number' || Number.isNaN(maxBytes) || maxBytes < 0) {
+      throw new ArgumentError('gracefulClose: maxBytes must be a number >= 0');
+    }
+    this.#closing = this.#gracefulClose(timeoutMs, maxBytes);
+    return this.#closing;
+  }
+
+  async #gracefulClose(timeoutMs: number, maxBytes: number): Promise<GracefulCloseResult> {
+    const s = this.socket;
+    const already = this.#closedHere || this.#isClosed || s.destroyed;
+    this.#closedHere = true;
+    // Another task's pending read or write learns the connection is closing.
+    this.#wake();
+    this.#wakeWrite();
+    if (already) {
+      s.destroy();
+      await this.#closed;
+      return { outcome: 'closed', discardedBytes: 0 };
+    }
+    if (!s.writableEnded) s.end();
+    let discarded = this.#pending?.length ?? 0;
+    this.#pending = null;
+    const deadline = now() + timeoutMs;
+    let outcome: GracefulCloseResult['outcome'] = 'timeout';
+    for (;;) {
+      if (this.#error) {
+        outcome = 'error';
+        break;
+      }
+      if (discarded > maxBytes) {
+        outcome = 'limit';
+        break;
+      }
+      if (this.#fill()) {
+        discarded += this.#pending!.length;
+        this.#pending = null;
+        continue;
+      }
+      // EOF from the peer is only half of it: our own data must also have left (writableFinished)
+      // before closing, or a slow reader would lose the end of what we wrote.
+      if (this.#eof && s.writableFinished) {
+        outcome = discarded > maxBytes ? 'limit' : 'eof';
+        break;
+      }
+      if (this.#isClosed || s.destroyed) {
+        outcome = this.#eof ? 'eof' : 'error';
+        break;
+      }
+      if (!(await this.#waitQuietly(deadline))) break;
+    }
+    s.destroy();
+    await this.#closed;
+    return { outcome, discardedBytes: discarded };
+  }
+
+  /** Waits, without being a checkpoint, for a reader wake-up, 'finish' or `deadline`. */
+  #waitQuietly(deadline: number): Promise<boolean> {
+    if (deadline <= now()) return Promise.resolve(false);
+    return new Promise<boolean>((resolve) => {
+      const done = (ok: boolean) => {
+        if (this.#wakeReader === wake) this.#wakeReader = null;
+        this.socket.off('finish', onFinish);
+        removeDeadline(d);
+        resolve(ok);
+      };
+      const onFinish = () => done(true);
+      const d = addDeadline(deadline, () => done(false));
+      const wake = () => done(true);
+      this.#wakeReader = wake;
+      this.socket.once('finish', onFinish);
+    });
+  }
+
+  /** Closes gracefully with the default limits (`await using conn`). */
+  async [Symbol.asyncDispose](): Promise<void> {
+    await this.gracefulClose();
+  }
+}
+
+const EOF: ReadResult = Object.freeze({ kind: 'eof' });
+const TIMEOUT: ReadResult = Object.freeze({ kind: 'timeout' });
+const SHUTDOWN_RESULT: ReadResult = Object.freeze({ kind: 'shutdown' });

@@ -1,0 +1,411 @@
+/**
+ * `serve`: the accept loop as a supervised task group, and its graceful shutdown — the server
+ * the mailing-list seed asks for, without its races.
+ *
+ * Guarantees, and who keeps them:
+ * 1. No accepted connection is missed by a shutdown: each one becomes a task of the server's
+ *    group synchronously in the accept callback, and the listener is closed only after the
+ *    accept pass of the current loop turn, so a connection accepted in the same turn as the
+ *    shutdown request is registered and served too (`#accept`, `#stop`).
+ * 2. A connection is closed when its handler settles, whatever happens — return, throw, or
+ *    cancellation — gracefully (FIN, drain, close), so a healthy peer never sees a reset.
+ * 3. A handler's error is reported (`onError`) and never stops the server or its siblings.
+ * 4. Shutdown: stop accepting, tell handlers (`draining`), wait for in-flight connections up to
+ *    `drainTimeoutMs`, then cancel the rest — so their `finally` and `bracket` cleanups run —
+ *    and resolve only when every connection socket and the listener are closed.
+ * 5. Cancelling the task that started the server is a graceful shutdown: the connections are
+ *    shielded from that cancellation and drained with the configured deadline.
+ * 6. At `maxConnections` new connections wait, unread, for a slot: they are never dropped.
+ */
+import type net from 'node:net';
+import { addDeadline, now, removeDeadline } from '../core/clock.ts';
+import { CancelScope, current, runIn } from '../core/context.ts';
+import { report } from '../core/diagnostics.ts';
+import { ArgumentError, isCancellation } from '../core/errors.ts';
+import { TaskGroup } from '../core/group.ts';
+import { spawn, type Task } from '../core/task.ts';
+import { Semaphore } from '../sync/semaphore.ts';
+import { Connection } from './connection.ts';
+import { DrainFlag } from './drain.ts';
+import { IdleTimeoutError, ListenerInUseError } from './errors.ts';
+import type { AcceptErrorInfo, Listener } from './listener.ts';
+
+/** A connection handler: talk to the peer, then return (the connection is closed for you). */
+export type Handler = (conn: Connection) => unknown;
+
+/** Options for `serve`. */
+export interface ServeOptions {
+  /** A name for diagnostics and the task tree. Default: `server-<n>`. */
+  name?: string;
+  /** Handlers running at once; beyond it connections wait, unread, for a slot. Default: Infinity. */
+  maxConnections?: number;
+  /**
+   * The longest a blocking read or write may wait on the peer, from its call (bytes trickling
+   * in do not extend it); then it throws `IdleTimeoutError` and the connection is closed.
+   * Default: 120000. `Infinity` disables it.
+   */
+  idleTimeoutMs?: number;
+  /** Drain deadline when the server is shut down by cancellation or `shutdown()` without one. Default: 30000. */
+  drainTimeoutMs?: number;
+  /** `gracefulClose` time limit after a handler settles. Default: 2000. */
+  closeTimeoutMs?: number;
+  /** `gracefulClose` discard cap after a handler settles. Default: 65536. */
+  closeMaxBytes?: number;
+  /** Where handler errors go. Default: a `QUIESCE_HANDLER_ERROR` diagnostic (`onDiagnostic`). */
+  onError?: (error: unknown, conn: Connection) => void;
+  /** Where accept errors (EMFILE, …) go, with backoff. Default: a `QUIESCE_ACCEPT_ERROR` warning. */
+  onAcceptError?: (info: AcceptErrorInfo) => void;
+}
+
+/** Options for `server.shutdown`. */
+export interface ShutdownOptions {
+  /** How long in-flight connections may take before they are cancelled. Default: the server's `drainTimeoutMs`. */
+  drainTimeoutMs?: number;
+}
+
+/** What a finished server reports. */
+export interface ShutdownReport {
+  /** Connections still running when the shutdown began that finished on their own. */
+  readonly drained: number;
+  /** Connections cancelled at the drain deadline. */
+  readonly cancelled: number;
+  /** Whether the drain deadline was reached. */
+  readonly deadlineReached: boolean;
+  /** From the shutdown request to the last socket closed, in ms. */
+  readonly durationMs: number;
+}
+
+/** Counters of a running server. */
+export interface ServerStats {
+  /** Connections accepted so far. */
+  readonly accepted: number;
+  /** Connections accepted and not yet closed (running or waiting for a slot). */
+  readonly open: number;
+  /** Connections waiting for a slot under `maxConnections`. */
+  readonly waiting: number;
+  /** Handlers that returned normally. */
+  readonly completed: number;
+  /** Handlers that threw (reported through `onError`). */
+  readonly failed: number;
+  /** Handlers that hit the idle limit. */
+  readonly idleTimeouts: number;
+}
+
+let serverIds = 1;
+
+/**
+ * A running server: accepts on a listener and runs a handler per connection. Made by `serve`.
+ * `await using server = serve(...)` shuts it down gracefully at scope exit.
+ */
+export class Server implements AsyncDisposable {
+  readonly name: string;
+  readonly listener: Listener;
+  readonly #handler: Handler;
+  readonly #drain = new DrainFlag();
+  readonly #slots: Semaphore | null;
+  readonly #idleMs: number;
+  readonly #drainMs: number;
+  readonly #closeMs: number;
+  readonly #closeMax: number;
+  readonly #onError: ServeOptions['onError'];
+  #task!: Task<ShutdownReport>;
+  #group!: TaskGroup;
+  #groupCtx!: ReturnType<typeof current>;
+  #stopAt = Number.POSITIVE_INFINITY;
+  #stopRequested = false;
+  #wakeStop: (() => void) | null = null;
+  #retimeDrain: (() => void) | null = null;
+  #accepted = 0;
+  #completed = 0;
+  #failed = 0;
+  #idleTimeouts = 0;
+
+  /** @internal use `serve`. */
+  constructor(listener: Listener, handler: Handler, o: ServeOptions) {
+    this.name = o.name ?? `server-${serverIds++}`;
+    this.listener = listener;
+    this.#handler = handler;
+    this.#slots =
+      o.maxConnections === Number.POSITIVE_INFINITY ? null : new Semaphore(o.maxConnections!);
+    this.#idleMs = o.idleTimeoutMs!;
+    this.#drainMs = o.drainTimeoutMs!;
+    this.#closeMs = o.closeTimeoutMs!;
+    this.#closeMax = o.closeMaxBytes!;
+    this.#onError = o.onError;
+    if (o.onAcceptError) listener.onAcceptError = o.onAcceptError;
+  }
+
+  /** True once the server began shutting down (it may still be finishing connections). */
+  get draining(): boolean {
+    return this.#drain.isSet;
+  }
+
+  /** Aborted when the server begins shutting down. */
+  get drainSignal(): AbortSignal {
+    return this.#drain.signal;
+  }
+
+  /** True once the server has stopped: every connection and the listener are closed. */
+  get stopped(): boolean {
+    return this.#task.done;
+  }
+
+  /** Connections open right now (handlers running or waiting for a slot). */
+  get connections(): number {
+    return this.#group?.size ?? 0;
+  }
+
+  /** Counters since the start. */
+  get stats(): ServerStats {
+    return {
+      accepted: this.#accepted,
+      open: this.connections,
+      waiting: this.#slots?.waiting ?? 0,
+      completed: this.#completed,
+      failed: this.#failed,
+      idleTimeouts: this.#idleTimeouts,
+    };
+  }
+
+  /** @internal starts the server task. */
+  start(): void {
+    this.#task = spawn(() => this.#run(), { name: this.name });
+  }
+
+  async #run(): Promise<ShutdownReport> {
+    const ctx = current();
+    // Connections live behind a shield: cancelling the task that started the server must
+    // drain them (guarantee 5), not cut them off. The group's own scope still cancels them.
+    const shield = new CancelScope(ctx.scope, true);
+    this.#groupCtx = { task: ctx.task, scope: shield, mask: ctx.mask };
+    this.#group = runIn(this.#groupCtx, newGroup, `${this.name}/connections`);
+    const signal = ctx.scope.signal();
+    const onAbort = () => this.#requestStop(this.#drainMs);
+    try {
+      this.listener.attach((socket) => this.#accept(socket));
+      // Wait for a shutdown request or the cancellation of this task, without a checkpoint:
+      // for a server, being cancelled *means* "shut down gracefully".
+      await new Promise<void>((resolve) => {
+        this.#wakeStop = resolve;
+        if (this.#stopRequested) resolve();
+        else if (signal.aborted) onAbort();
+        else signal.addEventListener('abort', onAbort, { once: true });
+      });
+    } finally {
+      signal.removeEventListener('abort', onAbort);
+    }
+    try {
+      return await this.#stop();
+    } finally {
+      this.#group.dispose();
+      shield.close();
+    }
+  }
+
+  #accept(socket: net.Socket): void {
+    this.#accepted++;
+    const conn = new Connection(socket, { idleTimeoutMs: this.#idleMs, drain: this.#drain });
+    if (this.#group.closed) {
+      // Unreachable while the listener is open (it is closed before the group); kept so a
+      // late socket is closed rather than leaked.
+      socket.destroy();
+      return;
+    }
+    // In the server's context, whatever context Node runs the accept callback in.
+    runIn(this.#groupCtx, (c: Connection) => this.#spawnOne(c), conn);
+  }
+
+  #spawnOne(conn: Connection): void {
+    this.#group.spawn(() => this.#serveOne(conn), { name: `${this.name}/conn-${conn.id}` });
+  }
+
+  async #serveOne(conn: Connection): Promise<void> {
+    let slot = false;
+    try {
+      if (this.#slots) {
+        await this.#slots.acquire();
+        slot = true;
+      }
+      try {
+        await this.#handler(conn);
+        this.#completed++;
+      } catch (e) {
+        if (isCancellation(e)) throw e;
+        if (e instanceof IdleTimeoutError) {
+          this.#idleTimeouts++;
+        } else {
+          this.#failed++;
+          this.#reportError(e, conn);
+        }
+      }
+    } finally {
+      if (slot) this.#slots!.release();
+      await conn.gracefulClose({ timeoutMs: this.#closeMs, maxBytes: this.#closeMax });
+    }
+  }
+
+  #reportError(error: unknown, conn: Connection): void {
+    if (this.#onError) {
+      try {
+        this.#onError(error, conn);
+        return;
+      } catch (e) {
+        error = e;
+      }
+    }
+    report({
+      code: 'QUIESCE_HANDLER_ERROR',
+      message: `handler of ${this.name} failed on connection ${conn.id}`,
+      task: current().task?.name,
+      error,
+    });
+  }
+
+  #requestStop(drainMs: number): void {
+    const at = drainMs < 0 ? Number.POSITIVE_INFINITY : now() + drainMs;
+    if (at < this.#stopAt) {
+      this.#stopAt = at;
+      this.#retimeDrain?.();
+    }
+    if (this.#stopRequested) return;
+    this.#stopRequested = true;
+    this.#drain.set();
+    this.#wakeStop?.();
+  }
+
+  async #stop(): Promise<ShutdownReport> {
+    const t0 = now();
+    // Let the poll phase of this loop turn finish its accept pass first (guarantee 1).
+    await new Promise<void>((resolve) => setImmediate(resolve));
+    const closed = this.listener.close();
+    this.#group.close();
+    const inFlight = this.#group.size;
+    const idle = this.#group.idle();
+    const inTime = await new Promise<boolean>((resolve) => {
+      let d: ReturnType<typeof addDeadline> | null = null;
+      const arm = () => {
+        if (d) removeDeadline(d);
+        d = null;
+        if (this.#stopAt !== Number.POSITIVE_INFINITY)
+          d = addDeadline(this.#stopAt, () => resolve(false));
+      };
+      this.#retimeDrain = arm;
+      arm();
+      idle.then(() => {
+        if (d) removeDeadline(d);
+        resolve(true);
+      });
+    });
+    this.#retimeDrain = null;
+    let cancelled = 0;
+    if (!inTime) {
+      cancelled = this.#group.size;
+      this.#group.scope.cancel({ kind: 'shutdown', reason: 'drain deadline', at: now() });
+      await this.#group.idle();
+    }
+    await closed;
+    return {
+      drained: Math.max(0, inFlight - cancelled),
+      cancelled,
+      deadlineReached: !inTime,
+      durationMs: now() - t0,
+    };
+  }
+
+  /**
+   * Shuts the server down gracefully (guarantee 4) and returns its report. The first call
+   * starts it; a later call with a shorter `drainTimeoutMs` brings the deadline forward.
+   * Stop accepting means closing this process's listening socket: for a socket it bound itself,
+   * new connections are then refused (clients retry); for an inherited one the parent keeps the
+   * socket open, so they wait in the kernel queue for the next process.
+   * **Cancellation**: the request is made at once and stands; the wait is a blocking checkpoint
+   * (a cancelled caller stops waiting while the server finishes draining on its own). In a
+   * cancelled scope, wrap it: `await boundedCleanup(ms, () => server.shutdown())`.
+   * @example
+   * const report = await server.shutdown({ drainTimeoutMs: 10_000 });
+   */
+  shutdown(options?: ShutdownOptions): Promise<ShutdownReport> {
+    const ms = options?.drainTimeoutMs ?? this.#drainMs;
+    if (typeof ms !== 'number' || Number.isNaN(ms)) {
+      throw new ArgumentError('shutdown: drainTimeoutMs must be a number');
+    }
+    this.#requestStop(ms);
+    return this.#task.wait();
+  }
+
+  /**
+   * Waits until the server has stopped (after a `shutdown()` or the cancellation of the task
+   * that started it) and returns its report.
+   * **Cancellation**: a blocking checkpoint. When the caller is the task that started the
+   * server (the usual `run(main)` shape), its cancellation also shuts the server down, and
+   * that task does not finish before the drain is over.
+   * @example
+   * await run(async () => { await serve(listener, handler).wait(); });
+   */
+  wait(): Promise<ShutdownReport> {
+    return this.#task.wait();
+  }
+
+  /** Shuts down gracefully with the default deadline (`await using`). */
+  async [Symbol.asyncDispose](): Promise<void> {
+    await this.shutdown();
+  }
+}
+
+function newGroup(name: string): TaskGroup {
+  return new TaskGroup({ name, policy: 'supervise' });
+}
+
+function option(name: string, v: unknown, dflt: number, min: number): number {
+  if (v === undefined) return dflt;
+  if (typeof v !== 'number' || Number.isNaN(v) || v < min) {
+    throw new ArgumentError(`serve: ${name} must be a number >= ${min}, got ${String(v)}`);
+  }
+  return v;
+}
+
+/**
+ * Serves `listener`: every accepted connection runs `handler(conn)` as a task of the server's
+ * supervised group, and is closed gracefully when the handler settles. Returns at once; the
+ * server runs as a child task of the caller until `shutdown()` or the caller's cancellation.
+ * **Cancellation**: not a checkpoint; never blocks. Cancelling the calling task shuts the
+ * server down gracefully (guarantee 5).
+ * @example
+ * await run(async () => {
+ *   const listener = await listen({ host: '127.0.0.1', port: 8080 });
+ *   const server = serve(listener, async (conn) => {
+ *     await conn.write('Hello.\n');
+ *     await conn.write('Goodbye.\n');
+ *   });
+ *   await server.wait(); // SIGTERM: drain, then exit 143
+ * });
+ */
+export function serve(listener: Listener, handler: Handler, options?: ServeOptions): Server {
+  if (typeof handler !== 'function') {
+    throw new ArgumentError('serve(listener, handler): handler must be a function');
+  }
+  if (listener === null || typeof listener !== 'object' || typeof listener.attach !== 'function') {
+    throw new ArgumentError('serve(listener, handler): listener must come from listen()');
+  }
+  if (listener.taken) throw new ListenerInUseError('this listener is already being served');
+  if (listener.closed) throw new ListenerInUseError('this listener is closed');
+  const max = options?.maxConnections;
+  if (
+    max !== undefined &&
+    max !== Number.POSITIVE_INFINITY &&
+    !(Number.isInteger(max) && max >= 1)
+  ) {
+    throw new ArgumentError(`serve: maxConnections must be an integer >= 1, got ${String(max)}`);
+  }
+  const o: ServeOptions = {
+    ...options,
+    maxConnections: option('maxConnections', options?.maxConnections, Infinity, 1),
+    idleTimeoutMs: option('idleTimeoutMs', options?.idleTimeoutMs, 120_000, 1),
+    drainTimeoutMs: option('drainTimeoutMs', options?.drainTimeoutMs, 30_000, -Infinity),
+    closeTimeoutMs: option('closeTimeoutMs', options?.closeTimeoutMs, 2000, 0),
+    closeMaxBytes: option('closeMaxBytes', options?.closeMaxBytes, 65536, 0),
+  };
+  const server = new Server(listener, handler, o);
+  server.start();
+  return server;
+}

@@ -1,0 +1,120 @@
+/**
+ * Sockets handed over by a parent through systemd's `LISTEN_FDS` convention (sd_listen_fds(3)):
+ * how systemd socket activation and the quiesce supervisor give a worker its listening sockets.
+ *
+ * Guarantees:
+ * 1. The environment is read once per process and then unset (`LISTEN_FDS`, `LISTEN_FDNAMES`,
+ *    `LISTEN_PID`), so processes this one spawns do not believe the sockets are theirs.
+ * 2. Sockets addressed to another process (`LISTEN_PID` set and not ours) are ignored.
+ * 3. Descriptors are numbered from 3 (`SD_LISTEN_FDS_START`) in the order the parent passed
+ *    them; a name comes from the same position in `LISTEN_FDNAMES` (default `'unknown'`).
+ * 4. A malformed environment is a clear `NoInheritedSocketError`, never a silent guess.
+ */
+import { NoInheritedSocketError } from './errors.ts';
+
+/** The first inherited descriptor (`SD_LISTEN_FDS_START`). */
+export const LISTEN_FDS_START = 3;
+
+/** One socket handed over by the parent. */
+export interface InheritedSocket {
+  /** The descriptor number in this process (3, 4, …). */
+  readonly fd: number;
+  /** Its name from `LISTEN_FDNAMES`, or `'unknown'` when the parent gave none. */
+  readonly name: string;
+}
+
+/** Where `parseListenFds` reads from: the seam tests and supervisors use. */
+export interface ListenFdsEnv {
+  readonly LISTEN_FDS?: string;
+  readonly LISTEN_FDNAMES?: string;
+  readonly LISTEN_PID?: string;
+}
+
+/**
+ * Parses the `LISTEN_FDS` convention from `env` for the process `pid`, without side effects.
+ * Returns `[]` when nothing was handed over or the sockets belong to another process.
+ * **Cancellation**: synchronous; not a checkpoint.
+ * @example
+ * parseListenFds({ LISTEN_FDS: '2', LISTEN_FDNAMES: 'http:admin' }, process.pid);
+ * // [{ fd: 3, name: 'http' }, { fd: 4, name: 'admin' }]
+ */
+export function parseListenFds(env: ListenFdsEnv, pid: number): InheritedSocket[] {
+  const count = env.LISTEN_FDS;
+  if (count === undefined || count === '') return [];
+  if (env.LISTEN_PID !== undefined && env.LISTEN_PID !== '') {
+    if (!/^\d+$/.test(env.LISTEN_PID)) {
+      throw new NoInheritedSocketError(`LISTEN_PID must be a process id, got "${env.LISTEN_PID}"`);
+    }
+    if (Number(env.LISTEN_PID) !== pid) return [];
+  }
+  if (!/^\d+$/.test(count)) {
+    throw new NoInheritedSocketError(`LISTEN_FDS must be a count of descriptors, got "${count}"`);
+  }
+  const n = Number(count);
+  const names =
+    env.LISTEN_FDNAMES === undefined || env.LISTEN_FDNAMES === ''
+      ? []
+      : env.LISTEN_FDNAMES.split(':');
+  if (names.length > 0 && names.length !== n) {
+    throw new NoInheritedSocketError(
+      `LISTEN_FDNAMES names ${names.length} socket(s) but LISTEN_FDS says ${n}`,
+    );
+  }
+  const out: InheritedSocket[] = [];
+  for (let i = 0; i < n; i++) {
+    out.push({ fd: LISTEN_FDS_START + i, name: names[i] || 'unknown' });
+  }
+  return out;
+}
+
+let inherited: readonly InheritedSocket[] | null = null;
+const claimed = new Set<number>();
+
+/**
+ * The sockets this process inherited, read from `process.env` on first call (which then
+ * unsets the variables, guarantee 1) and remembered for later calls.
+ * **Cancellation**: synchronous; not a checkpoint.
+ * @example
+ * for (const { fd, name } of inheritedSockets()) console.log(name, fd);
+ */
+export function inheritedSockets(): readonly InheritedSocket[] {
+  if (inherited === null) {
+    const env = process.env;
+    try {
+      inherited = Object.freeze(parseListenFds(env, process.pid));
+    } finally {
+      delete env.LISTEN_FDS;
+      delete env.LISTEN_FDNAMES;
+      delete env.LISTEN_PID;
+    }
+  }
+  return inherited;
+}
+
+/**
+ * @internal picks the inherited socket called `name` (or the only one) and marks it taken, so
+ * no descriptor is wrapped twice. Returns null when none matches.
+ */
+export function claimInherited(name: string | undefined): InheritedSocket | null {
+  const all = inheritedSockets();
+  const free = all.filter((s) => !claimed.has(s.fd));
+  let pick: InheritedSocket | undefined;
+  if (name === undefined) {
+    if (free.length > 1) {
+      throw new NoInheritedSocketError(
+        `several sockets were inherited (${free.map((s) => s.name).join(', ')}): pass a name`,
+      );
+    }
+    pick = free[0];
+  } else {
+    pick = free.find((s) => s.name === name);
+  }
+  if (!pick) return null;
+  claimed.add(pick.fd);
+  return pick;
+}
+
+/** @internal gives a descriptor back when opening it failed. */
+export function releaseInherited(fd: number): void {
+  claimed.delete(fd);
+}

@@ -1,0 +1,159 @@
+import assert from 'node:assert/strict';
+import { execFileSync } from 'node:child_process';
+import { mkdtempSync, rmSync, statSync, writeFileSync, existsSync } from 'node:fs';
+import net from 'node:net';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { after, afterEach, beforeEach, describe, test } from 'node:test';
+import { ArgumentError } from '../../src/core/index.ts';
+import { ListenError, ListenerInUseError, listen, serve } from '../../src/net/index.ts';
+import {
+  assertNoLeaks,
+  type ResourceSnapshot,
+  snapshotResources,
+} from '../../src/testing/index.ts';
+import { collect, converse } from './helpers.ts';
+
+let before: ResourceSnapshot;
+beforeEach(() => {
+  before = snapshotResources();
+});
+afterEach(() => assertNoLeaks(before));
+
+const dir = mkdtempSync(join(tmpdir(), 'quiesce-net-'));
+after(() => rmSync(dir, { recursive: true, force: true }));
+
+const hello = async (conn: { write(s: string): Promise<void> }) => {
+  await conn.write('Hello.\n');
+};
+
+function hasIPv6Loopback(): boolean {
+  try {
+    execFileSync(process.execPath, [
+      '-e',
+      "require('net').createServer().listen(0,'::1',function(){this.close()}).on('error',()=>process.exit(1))",
+    ]);
+    return true;
+  } catch {
+    return false;
+  }
+}
+
+describe('listen: TCP', { timeout: 15_000 }, () => {
+  test('port 0 binds a free port on IPv4 and reports it', async () => {
+    const l = await listen({ host: '127.0.0.1', port: 0 });
+    assert.equal(l.address.kind, 'tcp');
+    assert.ok(l.port! > 0);
+    const server = serve(l, hello);
+    assert.equal((await converse(l.port!)).data, 'Hello.\n');
+    await server.shutdown();
+    assert.equal(l.closed, true);
+  });
+
+  test('IPv6 loopback works too', { skip: !hasIPv6Loopback() && 'no ::1 here' }, async () => {
+    const l = await listen({ host: '::1', port: 0, ipv6Only: true });
+    assert.deepEqual(
+      { kind: l.address.kind, family: (l.address as { family: string }).family },
+      { kind: 'tcp', family: 'IPv6' },
+    );
+    const server = serve(l, hello);
+    const s = net.connect({ host: '::1', port: l.port! });
+    assert.equal((await collect(s)).data, 'Hello.\n');
+    await server.shutdown();
+  });
+
+  test('a port in use is a ListenError with errno EADDRINUSE', async () => {
+    const a = await listen({ host: '127.0.0.1', port: 0 });
+    const e = await listen({ host: '127.0.0.1', port: a.port! }).catch((err: unknown) => err);
+    assert.ok(e instanceof ListenError);
+    assert.equal(e.errno, 'EADDRINUSE');
+    assert.equal(e.code, 'ERR_LISTEN');
+    await a.close();
+  });
+
+  test('options are checked with a clear error', async () => {
+    await assert.rejects(listen({ port: 70000 }), ArgumentError);
+    await assert.rejects(listen({} as never), ArgumentError);
+  });
+
+  test('connections accepted before serve() are served, not lost', async () => {
+    const l = await listen({ host: '127.0.0.1', port: 0 });
+    const early = converse(l.port!);
+    await new Promise((r) => setTimeout(r, 50));
+    const server = serve(l, hello);
+    assert.equal((await early).data, 'Hello.\n');
+    await server.shutdown();
+  });
+
+  test('a listener closed without being served closes what it accepted', async () => {
+    const l = await listen({ host: '127.0.0.1', port: 0 });
+    const early = converse(l.port!);
+    await new Promise((r) => setTimeout(r, 50));
+    await l.close();
+    const seen = await early;
+    assert.equal(seen.data, '');
+    assert.throws(() => serve(l, hello), ListenerInUseError);
+  });
+
+  test('a listener serves one server only', async () => {
+    const l = await listen({ host: '127.0.0.1', port: 0 });
+    const server = serve(l, hello);
+    assert.throws(() => serve(l, hello), ListenerInUseError);
+    await server.shutdown();
+  });
+});
+
+describe('listen: unix sockets', { timeout: 15_000 }, () => {
+  test('serves on a path and removes the socket file on shutdown', async () => {
+    const path = join(dir, 'a.sock');
+    const l = await listen({ path });
+    assert.deepEqual(l.address, { kind: 'unix', path });
+    const server = serve(l, hello);
+    assert.equal((await collect(net.connect({ path }))).data, 'Hello.\n');
+    await server.shutdown();
+    assert.equal(existsSync(path), false);
+  });
+
+  test('a stale socket file (nobody accepting) is replaced', async () => {
+    const path = join(dir, 'stale.sock');
+    // A process that bound the path and died leaves the file behind.
+    execFileSync('python3', [
+      '-c',
+      'import socket,sys; s=socket.socket(socket.AF_UNIX); s.bind(sys.argv[1])',
+      path,
+    ]);
+    assert.ok(statSync(path).isSocket());
+    const l = await listen({ path });
+    const server = serve(l, hello);
+    assert.equal((await collect(net.connect({ path }))).data, 'Hello.\n');
+    await server.shutdown();
+  });
+
+  test('a live socket is never taken over: ListenError EADDRINUSE', async () => {
+    const path = join(dir, 'live.sock');
+    const a = await listen({ path });
+    const e = await listen({ path }).catch((err: unknown) => err);
+    assert.ok(e instanceof ListenError);
+    assert.equal(e.errno, 'EADDRINUSE');
+    await a.close();
+  });
+
+  test('a path that is not a socket is refused and left alone', async () => {
+    const path = join(dir, 'file.txt');
+    writeFileSync(path, 'precious');
+    const e = await listen({ path }).catch((err: unknown) => err);
+    assert.ok(e instanceof ListenError);
+    assert.match((e as Error).message, /not a socket/);
+    assert.ok(statSync(path).isFile());
+  });
+
+  test('mode sets the permission bits of the socket file', async () => {
+    const path = join(dir, 'mode.sock');
+    const l = await listen({ path, mode: 0o600 });
+    assert.equal(statSync(path).mode & 0o777, 0o600);
+    await l.close();
+    const l2 = await listen({ path, mode: 0o660 });
+    assert.equal(statSync(path).mode & 0o777, 0o660);
+    await l2.close();
+  });
+});
