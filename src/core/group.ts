@@ -49,6 +49,8 @@ export class TaskGroup implements AsyncDisposable {
   readonly #owner: TaskLike | null;
   readonly #tasks = new Set<Task<unknown>>();
   #closed = false;
+  /** @internal `withTaskGroup`'s body runs in the group's scope, which must stay linked. */
+  bodyRunning = false;
   #failed = false;
   #error: unknown;
   #idle: (() => void) | null = null;
@@ -133,16 +135,21 @@ export class TaskGroup implements AsyncDisposable {
         });
       }
     }
-    if (this.#tasks.size === 0 && this.#idle) {
-      const f = this.#idle;
-      this.#idle = null;
-      f();
+    if (this.#tasks.size === 0) {
+      // A closed, idle group can never run anything again: leave the scope tree.
+      if (this.#closed && !this.bodyRunning) this.scope.close();
+      if (this.#idle) {
+        const f = this.#idle;
+        this.#idle = null;
+        f();
+      }
     }
   }
 
   /** Refuses new children from now on; running ones go on. Idempotent. */
   close(): void {
     this.#closed = true;
+    if (this.#tasks.size === 0 && !this.bodyRunning) this.scope.close();
   }
 
   /** @internal waits until no child runs; not a checkpoint, never rejects. */
@@ -212,9 +219,12 @@ export async function withTaskGroup<T>(
   const g = new TaskGroup(options);
   const ctx = current();
   let value: T;
+  g.bodyRunning = true;
   try {
     value = await runIn({ task: ctx.task, scope: g.scope, mask: ctx.mask }, fn, g);
+    g.bodyRunning = false;
   } catch (e) {
+    g.bodyRunning = false;
     await g.cancel();
     g.dispose();
     // A cancellation caused by a child's failure is replaced by that failure.

@@ -88,7 +88,8 @@ export class Task<T> implements TaskLike, AsyncDisposable {
     this.#observed = true;
     const r = this.#outcome;
     if (r) {
-      pollCancel();
+      const e = cancelNow();
+      if (e) return Promise.reject(e);
       return r.ok ? Promise.resolve(r.value) : Promise.reject(r.error);
     }
     return blockResult<T>((w) => {
@@ -105,8 +106,8 @@ export class Task<T> implements TaskLike, AsyncDisposable {
   result(): Promise<Result<T>> {
     this.#observed = true;
     if (this.#outcome) {
-      pollCancel();
-      return Promise.resolve(this.#outcome);
+      const e = cancelNow();
+      return e ? Promise.reject(e) : Promise.resolve(this.#outcome);
     }
     return block<Result<T>>((w) => {
       (this.#waiters ??= []).push(w);
@@ -207,6 +208,16 @@ export class Task<T> implements TaskLike, AsyncDisposable {
       const i = ws.indexOf(w);
       if (i >= 0) ws.splice(i, 1);
     };
+  }
+}
+
+/** The pending cancellation a non-blocking checkpoint would raise, as a value. */
+function cancelNow(): unknown {
+  try {
+    pollCancel();
+    return undefined;
+  } catch (e) {
+    return e;
   }
 }
 

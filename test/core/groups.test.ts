@@ -11,6 +11,7 @@ import {
   TaskGroup,
   withTaskGroup,
 } from '../../src/core/index.ts';
+import { rootScope } from '../../src/core/context.ts';
 import {
   assertNoLeaks,
   injectCancellation,
@@ -134,6 +135,31 @@ describe('task groups', { timeout: 10_000 }, () => {
     assert.equal(cleaned, 5);
     assert.equal(g.size, 0);
     await g[Symbol.asyncDispose]();
+  });
+
+  test('a finished group leaves the cancellation tree; a closed group still passes cancellation to its body', async () => {
+    await withTaskGroup((g) => {
+      g.spawn(() => sleep(1));
+    });
+    const g = new TaskGroup();
+    g.close();
+    assert.equal(rootScope.firstChild, null, 'no scope left linked under the root');
+
+    let bodyCancelled = false;
+    const t = spawn(() =>
+      withTaskGroup(async (group) => {
+        group.close();
+        try {
+          await sleep(10_000);
+        } catch (e) {
+          bodyCancelled = isCancellation(e);
+          throw e;
+        }
+      }),
+    );
+    await sleep(1);
+    await t.cancel();
+    assert.equal(bodyCancelled, true);
   });
 
   test('bad policy gets a clear error', () => {
