@@ -101,9 +101,13 @@ export function select<const E extends readonly SelectEvent<any>[]>(
   }
   const cancelled = pendingCancellation();
   if (cancelled !== null) return Promise.reject(cancelled);
-  for (let i = 0; i < events.length; i++) {
-    const r = events[i].poll();
-    if (r) return Promise.resolve({ index: i, event: events[i], value: r.value } as Selected<E>);
+  try {
+    for (let i = 0; i < events.length; i++) {
+      const r = events[i].poll();
+      if (r) return Promise.resolve({ index: i, event: events[i], value: r.value } as Selected<E>);
+    }
+  } catch (e) {
+    return Promise.reject(e); // a broken event; nothing of the others was touched
   }
   return block<Selected<E>>((w) => {
     const n = events.length;
@@ -137,7 +141,15 @@ export function select<const E extends readonly SelectEvent<any>[]>(
           return true;
         },
       };
-      const u = event.register(sub);
+      let u: () => void;
+      try {
+        u = event.register(sub);
+      } catch (e) {
+        // A broken event: undo what the others registered and fail the select with its error.
+        dropOthers(-1);
+        w.fail(e);
+        break;
+      }
       if (winner < 0) unregs[i] = u;
       else if (winner !== i) u();
     }

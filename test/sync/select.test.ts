@@ -350,6 +350,28 @@ describe('select under cancellation', () => {
     },
   );
 
+  test(
+    'an event that throws fails the select with its error and leaves the others untouched',
+    bounded,
+    async () => {
+      const c = new Chan<number>();
+      const broken = (where: 'poll' | 'register'): SelectEvent<number> => ({
+        poll() {
+          if (where === 'poll') throw new Error('poll broke');
+          return undefined;
+        },
+        register() {
+          throw new Error('register broke');
+        },
+      });
+      await assert.rejects(select(c.readEvent(), broken('poll')), /poll broke/);
+      await assert.rejects(select(c.readEvent(), after(10), broken('register')), /register broke/);
+      c.write(1);
+      assert.deepEqual(c.tryRead(), { value: 1 }, 'no reader was left registered');
+      assert.equal(pendingDeadlines(), 0);
+    },
+  );
+
   test('rejects an empty call or an argument that is not an event', bounded, async () => {
     await assert.rejects(select(), ArgumentError);
     await assert.rejects(select({} as SelectEvent<number>), ArgumentError);
