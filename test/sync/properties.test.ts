@@ -249,4 +249,48 @@ describe('properties: random interleavings with cancellations', () => {
       { numRuns: 60 },
     );
   });
+
+  test('1,000 races of a write against the cancel of the blocked reader deliver each item exactly once', {
+    timeout: 30_000,
+  }, async () => {
+    // Invariant: the item is read or left in the channel — never both, never neither.
+    for (let i = 0; i < 1000; i++) {
+      const c = new Chan<number>();
+      const got: number[] = [];
+      const reader = spawn(async () => {
+        got.push(await c.read());
+        await checkpoint();
+      });
+      await turns(i % 3);
+      // Both in one synchronous turn, in either order: the reader has not run in between.
+      if (i % 2 === 0) c.write(i);
+      const cancelling = reader.cancel();
+      if (i % 2 === 1) c.write(i);
+      await cancelling;
+      const left = c.tryRead();
+      assert.deepEqual([...got, ...(left ? [left.value] : [])], [i], `race ${i}`);
+    }
+  });
+
+  test('1,000 races of a select between two channels written in the same turn commit exactly one', {
+    timeout: 30_000,
+  }, async () => {
+    // Invariant: one item selected, the other still in its channel.
+    for (let i = 0; i < 1000; i++) {
+      const a = new Chan<string>();
+      const b = new Chan<string>();
+      const sel = spawn(() => select(a.readEvent(), b.readEvent()));
+      await turns(i % 3);
+      if (i % 2) {
+        a.write('a');
+        b.write('b');
+      } else {
+        b.write('b');
+        a.write('a');
+      }
+      const r = await sel.wait();
+      assert.equal(r.value.done, false);
+      assert.equal(a.size + b.size, 1, `race ${i}`);
+    }
+  });
 });
