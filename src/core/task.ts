@@ -146,7 +146,7 @@ export class Task<T> implements TaskLike, AsyncDisposable {
     return this.#done;
   }
 
-  /** @internal the raw outcome (cancellations untranslated), or null while running. */
+  /** @internal the outcome as waiters see it (a cancellation is a TaskCancelledError), or null while running. */
   get outcome(): Result<T> | null {
     return this.#outcome;
   }
