@@ -11,9 +11,15 @@
  * 4. `race`: the losers are cancelled *and awaited* before it returns.
  */
 import { now } from './clock.ts';
-import { CancelScope, current, runIn, type TaskLike } from './context.ts';
+import { CancelScope, current, raise, runIn, type TaskLike } from './context.ts';
 import { report } from './diagnostics.ts';
-import { ArgumentError, GroupClosedError, isCancellation, TaskCancelledError } from './errors.ts';
+import {
+  ArgumentError,
+  GroupClosedError,
+  isCancellation,
+  QuiesceError,
+  TaskCancelledError,
+} from './errors.ts';
 import { spawnIn, type Task } from './task.ts';
 
 /** Options for a task group. */
@@ -249,6 +255,20 @@ export async function withTaskGroup<T>(
 type Fn<T> = () => T | PromiseLike<T>;
 
 /**
+ * A combinator whose children were all cancelled from outside has no result: the caller's own
+ * cancellation is what must propagate (it blocked, so even under `mask` it is interruptible).
+ */
+function raiseCallerCancellation(what: string): never {
+  const ctx = current();
+  const origin = ctx.scope.cancelledBy;
+  if (origin) throw raise(origin, ctx);
+  throw new QuiesceError(
+    'ERR_CANCELLED_CHILDREN',
+    `${what}: its tasks were cancelled before any finished`,
+  );
+}
+
+/**
  * Runs every function concurrently and returns the first outcome — value or error — after
  * cancelling the others and waiting until they are done.
  * @example
@@ -276,7 +296,7 @@ export async function race<T>(fns: readonly Fn<T>[]): Promise<T> {
     },
     { policy: 'supervise' },
   );
-  if (!winner) throw new ArgumentError('race: no function finished');
+  if (!winner) raiseCallerCancellation('race');
   const w = winner as { ok: true; value: T } | { ok: false; error: unknown };
   if (w.ok) return w.value;
   throw w.error;
@@ -293,13 +313,16 @@ export async function all<T extends readonly Fn<unknown>[]>(
 ): Promise<{ -readonly [K in keyof T]: Awaited<ReturnType<T[K]>> }> {
   if (!Array.isArray(fns)) throw new ArgumentError('all(fns): fns must be an array of functions');
   const out = new Array(fns.length);
+  let done = 0;
   await withTaskGroup((g) => {
     fns.forEach((f, i) => {
       g.spawn(async () => {
         out[i] = await f();
+        done++;
       });
     });
   });
+  if (done < fns.length) raiseCallerCancellation('all');
   return out as { -readonly [K in keyof T]: Awaited<ReturnType<T[K]>> };
 }
 
