@@ -3,8 +3,8 @@
  *
  * Guarantees of this part, and where each is kept:
  * 1. A shutdown never misses an accepted connection: each is a task of the server's group from
- *    the instant it is accepted, and the listener closes only after the accept pass of the
- *    current loop turn (serve.ts).
+ *    the instant it is accepted, and the listener closes only once its accept queue is quiet,
+ *    so connections in flight at the shutdown request are served, not reset (serve.ts).
  * 2. Shutdown stops accepting, tells handlers, waits for in-flight connections up to a deadline,
  *    then cancels the rest so their cleanup runs, and resolves when every socket is closed
  *    (serve.ts). Cancelling the task that started a server is such a shutdown.

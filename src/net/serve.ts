@@ -4,9 +4,10 @@
  *
  * Guarantees, and who keeps them:
  * 1. No accepted connection is missed by a shutdown: each one becomes a task of the server's
- *    group synchronously in the accept callback, and the listener is closed only after the
- *    accept pass of the current loop turn, so a connection accepted in the same turn as the
- *    shutdown request is registered and served too (`#accept`, `#stop`).
+ *    group synchronously in the accept callback, and the listener is closed only once a loop
+ *    turn passed without a new connection, so the connections in the kernel's accept queue
+ *    when the shutdown was requested are accepted and served, not reset
+ *    (`#accept`, `#acceptUntilQuiet`).
  * 2. A connection is closed when its handler settles, whatever happens — return, throw, or
  *    cancellation — gracefully (FIN, drain, close), so a healthy peer never sees a reset.
  * 3. A handler's error is reported (`onError`) and never stops the server or its siblings.
@@ -92,6 +93,9 @@ export interface ServerStats {
 }
 
 let serverIds = 1;
+// Upper bound of the accept linger at shutdown (see #acceptUntilQuiet): long enough for a full
+// kernel backlog at one accept per loop turn, short enough that a flood cannot hold it open.
+const ACCEPT_LINGER_MS = 1000;
 
 /**
  * A running server: accepts on a listener and runs a handler per connection. Made by `serve`.
@@ -273,10 +277,28 @@ export class Server implements AsyncDisposable {
     this.#wakeStop?.();
   }
 
+  /**
+   * Keeps accepting until one event-loop turn passes without a new connection (at most
+   * ACCEPT_LINGER_MS). Closing a listening socket makes the kernel reset every connection
+   * still in its accept queue, and libuv takes them one per loop turn, so closing at once would
+   * reset a burst that completed its handshakes just before the shutdown (guarantee 1).
+   * Connections accepted meanwhile are served, and see `draining` from their first line.
+   */
+  async #acceptUntilQuiet(): Promise<void> {
+    const until = performance.now() + ACCEPT_LINGER_MS;
+    // The first immediate only reaches the end of the current loop turn; every later one
+    // comes after a poll phase, which is where libuv accepts.
+    await nextTurn();
+    let seen: number;
+    do {
+      seen = this.#accepted;
+      await nextTurn();
+    } while (seen !== this.#accepted && performance.now() < until);
+  }
+
   async #stop(): Promise<ShutdownReport> {
     const t0 = now();
-    // Let the poll phase of this loop turn finish its accept pass first (guarantee 1).
-    await new Promise<void>((resolve) => setImmediate(resolve));
+    await this.#acceptUntilQuiet();
     const closed = this.listener.close();
     this.#group.close();
     const inFlight = this.#group.size;
@@ -350,6 +372,10 @@ export class Server implements AsyncDisposable {
   async [Symbol.asyncDispose](): Promise<void> {
     await this.shutdown();
   }
+}
+
+function nextTurn(): Promise<void> {
+  return new Promise<void>((resolve) => setImmediate(resolve));
 }
 
 function newGroup(name: string): TaskGroup {

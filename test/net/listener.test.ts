@@ -157,3 +157,43 @@ describe('listen: unix sockets', { timeout: 15_000 }, () => {
     await l2.close();
   });
 });
+
+describe('listen: accept errors', { timeout: 15_000 }, () => {
+  // libuv normally absorbs EMFILE itself (test/net/emfile.test.ts); when it cannot, Node emits
+  // the accept error on the server, as these tests do.
+  const acceptError = () =>
+    Object.assign(new Error('accept EMFILE'), { code: 'EMFILE', syscall: 'accept' });
+
+  test('a storm of accept errors is reported with backoff, never crashes, and serving goes on', async () => {
+    const l = await listen({ host: '127.0.0.1', port: 0 });
+    const reports: { count: number; suppressed: number }[] = [];
+    const server = serve(l, hello, {
+      onAcceptError: (info) => reports.push({ count: info.count, suppressed: info.suppressed }),
+    });
+    for (let i = 0; i < 1000; i++) l.server.emit('error', acceptError());
+    assert.deepEqual(reports, [{ count: 1, suppressed: 0 }]);
+    await new Promise((r) => setTimeout(r, 120));
+    l.server.emit('error', acceptError());
+    assert.deepEqual(reports[1], { count: 1001, suppressed: 999 });
+    assert.equal(l.acceptErrors, 1001);
+    assert.equal((await converse(l.port!)).data, 'Hello.\n');
+    await server.shutdown();
+  });
+
+  test('without a hook, an accept error is a QUIESCE_ACCEPT_ERROR warning', async () => {
+    const l = await listen({ host: '127.0.0.1', port: 0 });
+    const warnings: { code?: string }[] = [];
+    const onWarning = (w: Error & { code?: string }) => warnings.push(w);
+    process.on('warning', onWarning);
+    try {
+      l.server.emit('error', acceptError());
+      await new Promise((r) => setImmediate(r));
+      await new Promise((r) => setImmediate(r));
+      assert.equal(warnings.length, 1);
+      assert.equal(warnings[0].code, 'QUIESCE_ACCEPT_ERROR');
+    } finally {
+      process.off('warning', onWarning);
+      await l.close();
+    }
+  });
+});
