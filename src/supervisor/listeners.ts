@@ -131,7 +131,13 @@ function bindTcp(spec: ListenSpec & { address: { kind: 'tcp' } }): OwnedListener
   if (typeof h === 'number') throw listenError(formatAddress(spec.address), h);
   const out: Record<string, unknown> = {};
   h.getsockname?.(out);
-  const bound = typeof out.port === 'number' ? out.port : port;
+  // libuv keeps EADDRINUSE from bind(2) for listen() to report: the handle comes back, but
+  // unbound (port 0). listen(2) on it would quietly pick a random port, so refuse it here.
+  if (typeof out.port !== 'number' || out.port === 0) {
+    h.close();
+    throw listenError(formatAddress(spec.address), 'EADDRINUSE');
+  }
+  const bound = out.port;
   const shown =
     host === null
       ? `*:${bound}`

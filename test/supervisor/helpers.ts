@@ -19,9 +19,13 @@ export const HELLO = join(ROOT, 'test/supervisor/fixtures/hello-worker.ts');
 export const HTTP_WORKER = join(ROOT, 'examples/http-worker.ts');
 export const PY_WORKER = join(ROOT, 'examples/python-worker.py');
 
+// Every worker start strips and compiles the TypeScript it imports; Node's compile cache makes
+// the second start of the same code several times cheaper, which keeps these tests short.
+const COMPILE_CACHE = join(tmpdir(), 'quiesce-test-compile-cache');
+
 /** An environment for child processes without the test runner's own variables. */
 export function cleanEnv(extra?: NodeJS.ProcessEnv): NodeJS.ProcessEnv {
-  const env: NodeJS.ProcessEnv = { ...process.env, ...extra };
+  const env: NodeJS.ProcessEnv = { NODE_COMPILE_CACHE: COMPILE_CACHE, ...process.env, ...extra };
   delete env.NODE_TEST_CONTEXT;
   delete env.NOTIFY_SOCKET;
   delete env.LISTEN_FDS;
@@ -73,6 +77,10 @@ export interface StartOptions {
   until?: RegExp | null;
   /** Extra stdio entries, for the descriptor-leak test. */
   stdio?: (number | 'pipe' | 'ignore')[];
+  /** Add no `--listen` (the sockets come from socket activation). */
+  noListen?: boolean;
+  /** Leave the control socket at its default location (no `--control` added). */
+  defaultControl?: boolean;
   /** Spawn through this wrapper argv (e.g. python activating sockets), before node. */
   wrapper?: string[];
   t: TestContext;
@@ -85,7 +93,7 @@ export async function startSupervisor(o: StartOptions): Promise<Sup> {
   const args = [...(o.args ?? [])];
   if (!args.some((a) => a.startsWith('--listen') || a === '-l'))
     args.push('--listen', '127.0.0.1:0');
-  if (!args.some((a) => a.startsWith('--control') || a === '--no-control')) {
+  if (!o.defaultControl && !args.some((a) => a.startsWith('--control') || a === '--no-control')) {
     args.push('--control', control);
   }
   const worker = o.worker ?? [NODE, HELLO];

@@ -1,0 +1,246 @@
+/**
+ * The `quiesce` command line: parsing as a pure function, and the errors a user meets, each a
+ * clear line with the right exit status and never a stack trace.
+ */
+import assert from 'node:assert/strict';
+import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import * as net from 'node:net';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { test } from 'node:test';
+import { parseArgs, parseDuration, UsageError } from '../../src/cli/args.ts';
+import { formatDuration, formatStatus } from '../../src/cli/main.ts';
+import { formatAddress, parseListenSpec } from '../../src/supervisor/address.ts';
+import { ListenAddressError } from '../../src/supervisor/errors.ts';
+import { NODE, runCli } from '../supervisor/helpers.ts';
+
+test('listen specs: port, IPv4, [IPv6], unix path, localhost, names', () => {
+  assert.deepEqual(parseListenSpec('8080'), {
+    name: 'unknown',
+    address: { kind: 'tcp', host: null, port: 8080 },
+  });
+  assert.deepEqual(parseListenSpec('api=127.0.0.1:8443').address, {
+    kind: 'tcp',
+    host: '127.0.0.1',
+    port: 8443,
+  });
+  assert.equal(parseListenSpec('api=127.0.0.1:8443').name, 'api');
+  assert.deepEqual(parseListenSpec('[::1]:80').address, { kind: 'tcp', host: '::1', port: 80 });
+  assert.deepEqual(parseListenSpec('localhost:0').address, {
+    kind: 'tcp',
+    host: '127.0.0.1',
+    port: 0,
+  });
+  assert.deepEqual(parseListenSpec('*:99').address, { kind: 'tcp', host: null, port: 99 });
+  assert.deepEqual(parseListenSpec('unix:/run/a=b.sock'), {
+    name: 'unknown',
+    address: { kind: 'unix', path: '/run/a=b.sock' },
+  });
+  assert.equal(formatAddress(parseListenSpec('[::1]:80').address), '[::1]:80');
+  assert.equal(formatAddress(parseListenSpec('8080').address), '*:8080');
+  for (const bad of [
+    '',
+    'example.com:80',
+    '1.2.3:80',
+    '127.0.0.1:99999',
+    '127.0.0.1',
+    '::1:80',
+    'unix:',
+    'x=y=z',
+  ]) {
+    assert.throws(() => parseListenSpec(bad), ListenAddressError, bad);
+  }
+  assert.throws(() => parseListenSpec(`unix:/${'x'.repeat(120)}`), /longer than 107 bytes/);
+});
+
+test('run options stop at -- or at the first word, so the worker keeps its own flags', () => {
+  const a = parseArgs(['run', '-l', '8080', '--workers=3', 'node', 'server.js', '--port', '5']);
+  assert.ok(a.kind === 'run');
+  assert.equal(a.command, 'node');
+  assert.deepEqual(a.args, ['server.js', '--port', '5']);
+  assert.equal(a.workers, 3);
+  const b = parseArgs([
+    'run',
+    '--listen',
+    'a=1',
+    '--listen',
+    'b=unix:/x',
+    '--drain-timeout',
+    '2m',
+    '--',
+    '--weird',
+  ]);
+  assert.ok(b.kind === 'run');
+  assert.deepEqual(
+    b.listen.map((l) => l.name),
+    ['a', 'b'],
+  );
+  assert.equal(b.drainTimeoutMs, 120_000);
+  assert.equal(b.command, '--weird');
+  assert.equal(b.readyTimeoutMs, 30_000);
+  assert.equal(b.drainSignal, 'SIGTERM');
+  const c = parseArgs([
+    'run',
+    '--drain-signal',
+    'quit',
+    '--no-control',
+    '--assume-ready-after',
+    '1.5s',
+    '-l',
+    '1',
+    'x',
+  ]);
+  assert.ok(c.kind === 'run');
+  assert.equal(c.drainSignal, 'SIGQUIT');
+  assert.equal(c.control, false);
+  assert.equal(c.assumeReadyAfterMs, 1500);
+  assert.deepEqual(parseArgs(['status', '--json', '--name', 'api']), {
+    kind: 'status',
+    json: true,
+    name: 'api',
+    control: undefined,
+  });
+  assert.deepEqual(parseArgs(['stop', '--no-wait']), {
+    kind: 'stop',
+    wait: false,
+    name: 'default',
+    control: undefined,
+  });
+  assert.deepEqual(parseArgs([]), { kind: 'help', topic: undefined });
+  assert.deepEqual(parseArgs(['help', 'run']), { kind: 'help', topic: 'run' });
+  assert.deepEqual(parseArgs(['reload', '-h']), { kind: 'help', topic: 'reload' });
+});
+
+test('argument mistakes are UsageErrors naming the word', () => {
+  const cases: [string[], RegExp][] = [
+    [['run', '--bogus', 'x'], /unknown option --bogus/],
+    [['run', '--listen'], /--listen needs a value/],
+    [['run', '-l', '8080'], /missing the worker command/],
+    [['run', '--workers', '0', 'x'], /--workers: "0" is not a whole number >= 1/],
+    [['run', '--ready-timeout', 'soon', 'x'], /not a duration/],
+    [['run', '--drain-signal', 'SIGFOO', 'x'], /--drain-signal: use one of/],
+    [['run', '--control', '/a', '--no-control', 'x'], /contradict/],
+    [['run', '--name', 'a/b', 'x'], /--name/],
+    [['run', '--listen', 'nope', 'x'], /bad listen address "nope"/],
+    [['reload', 'extra'], /unexpected argument "extra"/],
+    [['frob'], /unknown command "frob"/],
+    [['--frob'], /unknown option --frob/],
+  ];
+  for (const [argv, re] of cases) {
+    assert.throws(
+      () => parseArgs(argv),
+      (e: unknown) => e instanceof UsageError && re.test(e.message),
+      argv.join(' '),
+    );
+  }
+  assert.equal(parseDuration('--x', '250'), 250);
+  assert.equal(parseDuration('--x', '2h'), 7_200_000);
+});
+
+test('status text: durations and the worker table', () => {
+  assert.deepEqual([850, 4200, 303_000, 7_800_000, 90_000_000].map(formatDuration), [
+    '850ms',
+    '4.2s',
+    '5m 3s',
+    '2h 10m',
+    '1d 1h',
+  ]);
+  const text = formatStatus({
+    pid: 10,
+    state: 'running',
+    command: ['node', 'app.js'],
+    startedAt: '',
+    uptimeMs: 61_000,
+    control: '/run/q.sock',
+    listeners: [{ name: 'web', address: '127.0.0.1:80', fd: 3 }],
+    generation: 2,
+    reloads: { ok: 1, failed: 0, running: false, queued: false, lastError: null },
+    generations: [
+      {
+        id: 2,
+        state: 'serving',
+        workers: [{ slot: 0, pid: 12, state: 'ready', uptimeMs: 5000, restarts: 1, status: null }],
+      },
+      {
+        id: 1,
+        state: 'draining',
+        workers: [
+          { slot: 0, pid: 11, state: 'draining', uptimeMs: 60_000, restarts: 0, status: null },
+        ],
+      },
+    ],
+  });
+  assert.match(text, /^supervisor {2}pid 10, running, up 1m 1s, control \/run\/q\.sock$/m);
+  assert.match(text, /^listening {3}127\.0\.0\.1:80 \(fd 3, web\)$/m);
+  assert.match(text, /^2 +serving +0 +12 +ready +5\.0s +1$/m);
+  assert.match(text, /^1 +draining +0 +11 +draining +1m 0s +0$/m);
+});
+
+test('the CLI reports user mistakes in one line with the right exit status, never a stack', {
+  timeout: 30_000,
+}, async (t) => {
+  const dir = mkdtempSync(join(tmpdir(), 'quiesce-cli-'));
+  t.after(() => rmSync(dir, { recursive: true, force: true }));
+  const notExec = join(dir, 'script.sh');
+  writeFileSync(notExec, 'echo hi\n', { mode: 0o644 });
+  const busy = net.createServer();
+  await new Promise<void>((r) => busy.listen(0, '127.0.0.1', r));
+  t.after(() => busy.close());
+  const port = (busy.address() as net.AddressInfo).port;
+  const ctl = ['--control', join(dir, 'c.sock')];
+  const cases: [string[], number, RegExp][] = [
+    [['--help'], 0, /^quiesce — zero-downtime restarts/],
+    [['run', '--help'], 0, /^Usage: quiesce run/],
+    [['--version'], 0, /^\d+\.\d+\.\d+/],
+    [['run', '--bogus', 'x'], 2, /^quiesce: unknown option --bogus\nTry 'quiesce run --help'\.$/],
+    [['run', '--listen', '300.1.1.1:80', 'x'], 2, /bad listen address "300\.1\.1\.1:80"/],
+    [['run', ...ctl, '--', NODE, '-e', '0'], 2, /nothing to listen on: pass --listen/],
+    [
+      ['run', '--listen', `127.0.0.1:${port}`, ...ctl, '--', NODE, '-e', '0'],
+      1,
+      new RegExp(
+        `cannot listen on 127\\.0\\.0\\.1:${port}: address already in use .*\\(EADDRINUSE\\)`,
+      ),
+    ],
+    [
+      ['run', '--listen', '127.0.0.1:0', ...ctl, '--', 'no-such-command-quiesce'],
+      127,
+      /command not found: no-such-command-quiesce/,
+    ],
+    [
+      ['run', '--listen', '127.0.0.1:0', ...ctl, '--', notExec],
+      126,
+      /cannot execute .*script\.sh: permission denied/,
+    ],
+    [
+      ['run', '--listen', '127.0.0.1:0', ...ctl, '--', NODE, '-e', 'process.exit(4)'],
+      1,
+      /worker \d+ of generation 1 exited with status 4 before it was ready/,
+    ],
+    [
+      ['status', ...ctl],
+      1,
+      /cannot reach the supervisor at .*c\.sock: no supervisor is running there/,
+    ],
+    [['reload', '--name', 'nobody-runs-this'], 1, /cannot reach the supervisor/],
+  ];
+  const results = await Promise.all(cases.map(([argv]) => runCli(argv)));
+  results.forEach((r, i) => {
+    const [argv, code, re] = cases[i];
+    const shown = argv.join(' ');
+    assert.equal(r.code, code, `${shown}: ${r.stderr}`);
+    assert.match(
+      code === 0
+        ? r.stdout
+        : r.stderr
+            .trim()
+            .split('\n')
+            .slice(-2)
+            .join('\n')
+            .replace(/^.*closed inherited.*\n/, ''),
+      re,
+      shown,
+    );
+    assert.doesNotMatch(r.stderr, /\n\s+at /, `${shown} printed a stack`);
+  });
+});
