@@ -11,6 +11,7 @@ import { join } from 'node:path';
 import { test } from 'node:test';
 import {
   CLI,
+  cleanEnv,
   HELLO,
   HTTP_WORKER,
   hello,
@@ -186,13 +187,7 @@ test('a Node worker run by systemd directly gets its socket and reports READY=1 
   const receiver = notifyReceiver(notifyPath);
   t.after(() => receiver.proc.kill('SIGKILL'));
   await until(() => receiver.messages().includes('bound'), 10_000, 'the notify socket');
-  const env = {
-    ...process.env,
-    TEST_BACKLOG: '16',
-    TEST_FDNAME: 'http',
-    TEST_NOTIFY_SOCKET: notifyPath,
-  };
-  delete env.NODE_TEST_CONTEXT;
+  const env = cleanEnv({ TEST_BACKLOG: '16', TEST_FDNAME: 'http', TEST_NOTIFY_SOCKET: notifyPath });
   const worker = spawn('python3', ['-c', LAUNCHER, NODE, HTTP_WORKER], {
     stdio: ['ignore', 'pipe', 'inherit'],
     env,
