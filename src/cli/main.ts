@@ -124,6 +124,13 @@ async function runSupervisor(c: Extract<Command, { kind: 'run' }>): Promise<numb
       'run',
     );
   }
+  if (c.assumeReadyAfterMs !== undefined) {
+    err(
+      `--assume-ready-after ${c.assumeReadyAfterMs}ms is a guess, not a signal: a worker counts ` +
+        'as ready after a fixed delay, and the old generation drains even if the new one is ' +
+        'still starting. Prefer READY=1 on $QUIESCE_READY_FD.',
+    );
+  }
   let sup: Supervisor | null = null;
   const onHangup = () => {
     if (sup === null) err('SIGHUP before the first generation is ready: ignored');
@@ -152,12 +159,6 @@ async function runSupervisor(c: Extract<Command, { kind: 'run' }>): Promise<numb
       } catch (e) {
         if (isCancellation(e)) throw e;
         return report(e);
-      }
-      if (c.assumeReadyAfterMs !== undefined) {
-        err(
-          `--assume-ready-after ${c.assumeReadyAfterMs}ms: workers count as ready after a fixed ` +
-            'delay, not because they said so; a slow start can lose connections. Prefer READY=1.',
-        );
       }
       try {
         await sup.wait();

@@ -1,0 +1,3 @@
+import { testDocExamples } from '../helpers/doc-examples.ts';
+
+testDocExamples('docs/supervisor.md', 1);
