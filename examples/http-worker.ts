@@ -15,6 +15,7 @@
  */
 import * as http from 'node:http';
 import type { AddressInfo } from 'node:net';
+import { inheritedSockets } from '../src/net/index.ts';
 import { notifyReady, supervisedWorker } from '../src/supervisor/index.ts';
 
 const me = supervisedWorker();
@@ -30,9 +31,11 @@ const server = http.createServer((req, res) => {
   );
 });
 
-const inherited =
-  Number(process.env.LISTEN_FDS ?? 0) > 0 && process.env.LISTEN_PID === String(process.pid);
-const where = inherited ? { fd: 3 } : { host: '127.0.0.1', port: Number(process.env.PORT ?? 8080) };
+// The sockets handed over the systemd way (LISTEN_FDS, checked against LISTEN_PID).
+const [inherited] = inheritedSockets();
+const where = inherited
+  ? { fd: inherited.fd }
+  : { host: '127.0.0.1', port: Number(process.env.PORT ?? 8080) };
 
 server.listen(where, async () => {
   const told = await notifyReady();
