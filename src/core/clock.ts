@@ -52,6 +52,7 @@ let clock: Clock = systemClock;
 let timer: unknown;
 let timerRefed = false;
 let armedAt = Number.POSITIVE_INFINITY;
+const MAX_DELAY = 0x7fffffff;
 
 /** The clock now in force. */
 export function currentClock(): Clock {
@@ -139,8 +140,12 @@ function arm(): void {
     return;
   }
   disarm();
-  armedAt = at;
-  timer = clock.setTimer(onTimer, Math.max(0, at - clock.now()));
+  // Host timers overflow past 2^31-1 ms (Node clamps to 1 ms and would spin): arm for the
+  // longest delay allowed; the timer then fires early, finds nothing due, and re-arms.
+  const t = clock.now();
+  const delay = Math.min(MAX_DELAY, Math.max(0, at - t));
+  armedAt = t + delay;
+  timer = clock.setTimer(onTimer, delay);
   timerRefed = true;
 }
 
@@ -150,12 +155,17 @@ function onTimer(): void {
   armedAt = Number.POSITIVE_INFINITY;
   const t = clock.now();
   // Fire everything due, in order. A callback may add or remove deadlines; the loop re-reads.
-  while (heap.length > 0 && heap[0].at <= t) {
-    const d = heap[0];
-    removeDeadline(d);
-    d.fire();
+  // If one throws, the error escapes as an uncaught exception, but the timer is re-armed
+  // first, so later deadlines never stall.
+  try {
+    while (heap.length > 0 && heap[0].at <= t) {
+      const d = heap[0];
+      removeDeadline(d);
+      d.fire();
+    }
+  } finally {
+    arm();
   }
-  arm();
 }
 
 /** Registers `fire` to run once at clock time `at` (absolute, ms). */

@@ -27,8 +27,9 @@ export interface TaskLike {
   readonly id: number;
   readonly name: string;
   readonly parent: TaskLike | null;
-  /** A cancellation was raised inside this task (for the swallowed-cancellation warning). */
-  raisedCancel: boolean;
+  /** The scope whose cancellation was last raised inside this task (for the
+   * swallowed-cancellation warning), or null. */
+  raisedFor: object | null;
 }
 
 /** The ambient state of running code; immutable, a new one per scope or mask change. */
@@ -55,7 +56,8 @@ const neverSignal = new AbortController().signal;
  * shield. Created by `cancelScope`, `timeout`, task groups and `spawn` (a task's root scope).
  */
 export class CancelScope {
-  readonly parent: CancelScope | null;
+  /** Re-pointed when the parent closes while this scope lives on (see `close`). */
+  parent: CancelScope | null;
   readonly shield: boolean;
   /** Own cause, set by the first `cancel` of this very scope. */
   cause: CancelCause | null = null;
@@ -94,7 +96,11 @@ export class CancelScope {
     propagate(this, this);
   }
 
-  /** Leaves the tree: the scope can be collected and no longer receives propagation. */
+  /**
+   * Leaves the tree: the scope can be collected and no longer receives propagation. Scopes
+   * still linked below it (a task or group created inside a `timeout` that has returned) are
+   * handed to its parent, so a cancellation from above still reaches them.
+   */
   close(): void {
     if (this.closed) return;
     this.closed = true;
@@ -104,6 +110,16 @@ export class CancelScope {
     else if (p.firstChild === this) p.firstChild = this.next;
     if (this.next) this.next.prev = this.prev;
     this.next = this.prev = null;
+    for (let c = this.firstChild; c; ) {
+      const n: CancelScope | null = c.next;
+      c.parent = p;
+      c.prev = null;
+      c.next = p.firstChild;
+      if (p.firstChild) p.firstChild.prev = c;
+      p.firstChild = c;
+      c = n;
+    }
+    this.firstChild = null;
   }
 
   /** The scope's AbortSignal, created on first use and aborted when the scope is cancelled. */
@@ -132,7 +148,7 @@ function propagate(s: CancelScope, origin: CancelScope): void {
 
 /** Builds the error a checkpoint throws for a cancellation owned by `origin`. */
 export function raise(origin: CancelScope, ctx?: Ctx): Cancelled {
-  if (ctx?.task) ctx.task.raisedCancel = true;
+  if (ctx?.task) ctx.task.raisedFor = origin;
   return new Cancelled(origin, origin.cause ?? { kind: 'cancel', at: now() });
 }
 
@@ -170,7 +186,9 @@ export function runIn<A, R>(ctx: Ctx, fn: (a: A) => R, a: A): R {
 }
 
 /** Test hook called at every checkpoint (see `quiesce/testing`); null in production. */
-export const hooks: { checkpoint: ((ctx: Ctx) => void) | null } = { checkpoint: null };
+export const hooks: { checkpoint: ((ctx: Ctx, blocking: boolean) => void) | null } = {
+  checkpoint: null,
+};
 
 /**
  * The scope whose cancellation a checkpoint in `ctx` must raise, or null. `blocking` says
@@ -189,7 +207,7 @@ export function pendingCancel(ctx: Ctx, blocking: boolean): CancelScope | null {
  */
 export function pollCancel(): void {
   const ctx = current();
-  if (hooks.checkpoint) hooks.checkpoint(ctx);
+  if (hooks.checkpoint) hooks.checkpoint(ctx, false);
   const origin = pendingCancel(ctx, false);
   if (origin) throw raise(origin, ctx);
 }
@@ -243,8 +261,9 @@ class BlockWaiter<T> implements Waiter<T> {
     if (this.state !== PENDING) return;
     this.state = ABORTED;
     this.scope?.waiters?.delete(this);
-    if (this.unregister) this.unregister();
+    // Settle first: a throwing unregister must not leave the waiter hanging.
     this.reject(raise(origin, this.ctx ?? undefined));
+    if (this.unregister) this.unregister();
   }
 }
 
@@ -279,7 +298,7 @@ function blockWith<T>(
   unwrap: boolean,
 ): Promise<T> {
   const ctx = current();
-  if (hooks.checkpoint) hooks.checkpoint(ctx);
+  if (hooks.checkpoint) hooks.checkpoint(ctx, true);
   const origin = pendingCancel(ctx, true);
   if (origin) return Promise.reject(raise(origin, ctx));
   const w = new BlockWaiter<T>();

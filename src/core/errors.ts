@@ -64,6 +64,16 @@ export class TaskCancelledError extends QuiesceError {
   }
 }
 
+/** `spawn` from the context of a task that has finished: the child could outlive it. */
+export class TaskFinishedError extends QuiesceError {
+  constructor(parent: string) {
+    super(
+      'ERR_TASK_FINISHED',
+      `task ${parent} has finished, so it cannot start a child (a child never outlives its parent); spawn from a live task or a TaskGroup it owns`,
+    );
+  }
+}
+
 /** What the throwing timeout twins raise when the time ran out: an ordinary error. */
 export class TimeoutError extends QuiesceError {
   constructor(ms?: number) {

@@ -11,15 +11,9 @@
  * 4. `race`: the losers are cancelled *and awaited* before it returns.
  */
 import { now } from './clock.ts';
-import { CancelScope, current, raise, runIn, type TaskLike } from './context.ts';
+import { CancelScope, current, raise, runIn, type TaskLike, UNINTERRUPTIBLE } from './context.ts';
 import { report } from './diagnostics.ts';
-import {
-  ArgumentError,
-  GroupClosedError,
-  isCancellation,
-  QuiesceError,
-  TaskCancelledError,
-} from './errors.ts';
+import { ArgumentError, GroupClosedError, isCancellation, QuiesceError } from './errors.ts';
 import { spawnIn, type Task } from './task.ts';
 
 /** Options for a task group. */
@@ -115,7 +109,7 @@ export class TaskGroup implements AsyncDisposable {
   #childDone(t: Task<unknown>): void {
     this.#tasks.delete(t);
     const r = t.outcome!;
-    if (!r.ok && !(r.error instanceof TaskCancelledError)) {
+    if (!r.ok && !t.endedCancelled) {
       if (this.#policy === 'fail-fast') {
         if (!this.#failed) {
           this.#failed = true;
@@ -189,6 +183,34 @@ export class TaskGroup implements AsyncDisposable {
     this.#closed = true;
     this.scope.cancel({ kind: 'cancel', reason, by: current().task?.name, at: now() });
     await this.idle();
+    if (!this.bodyRunning) this.scope.close();
+  }
+
+  /** @internal the first child failure of a fail-fast group, if any. */
+  failure(): { error: unknown } | null {
+    return this.#failed ? { error: this.#error } : null;
+  }
+
+  /**
+   * @internal how a nursery ends: children may spawn siblings until the group is idle, then
+   * it closes (in the same turn, so no spawn slips in between). A fail-fast failure is thrown
+   * — unless the caller is itself being cancelled, which must never be hidden by a child's
+   * error: then the cancellation is raised and the failure reported.
+   */
+  async settle(): Promise<void> {
+    const ctx = current();
+    for (;;) {
+      await this.idle();
+      if (this.#tasks.size === 0) break;
+    }
+    this.dispose();
+    if (!this.#failed) return;
+    const origin = ctx.scope.cancelledBy;
+    if (origin && ctx.mask !== UNINTERRUPTIBLE) {
+      suppressed(this.#error, this.name);
+      throw raise(origin, ctx);
+    }
+    throw this.#error;
   }
 
   /** @internal ends the group's scope once it is idle. */
@@ -197,21 +219,21 @@ export class TaskGroup implements AsyncDisposable {
     this.scope.close();
   }
 
-  /** Closes the group and waits for its children (`await using`). */
+  /**
+   * Waits for the children — which may still spawn siblings — then closes the group
+   * (`await using`). Throws a fail-fast failure.
+   */
   async [Symbol.asyncDispose](): Promise<void> {
-    this.#closed = true;
-    try {
-      await this.wait();
-    } finally {
-      this.dispose();
-    }
+    await this.settle();
   }
 }
 
 /**
  * Runs `fn` with a fresh task group and returns its value once every child is done (a
- * nursery). In a fail-fast group a child's error cancels `fn` and the siblings and is
- * rethrown; if `fn` throws, the children are cancelled and awaited before it propagates.
+ * nursery; children may spawn siblings until then). In a fail-fast group a child's error
+ * cancels `fn` and the siblings and is rethrown — unless the caller is itself being
+ * cancelled, which a child's error never hides; if `fn` throws, the children are cancelled
+ * and awaited before it propagates.
  * If the group is cancelled with `group.cancel()` while `fn` runs, it returns `undefined`.
  * @example
  * await withTaskGroup(async (g) => {
@@ -228,28 +250,31 @@ export async function withTaskGroup<T>(
   g.bodyRunning = true;
   try {
     value = await runIn({ task: ctx.task, scope: g.scope, mask: ctx.mask }, fn, g);
-    g.bodyRunning = false;
   } catch (e) {
     g.bodyRunning = false;
     await g.cancel();
     g.dispose();
-    // A cancellation caused by a child's failure is replaced by that failure.
     const own = isCancellation(e) && e.origin === g.scope;
-    try {
-      await g.wait();
-    } catch (childError) {
-      if (own) throw childError;
+    const failure = g.failure();
+    if (own) {
+      // Cancelled by a child's failure: that failure is what propagates.
+      if (failure) throw failure.error;
+      return undefined;
     }
-    if (own) return undefined;
+    if (failure) suppressed(failure.error, g.name);
     throw e;
   }
-  try {
-    g.close();
-    await g.wait();
-  } finally {
-    g.dispose();
-  }
+  g.bodyRunning = false;
+  await g.settle();
   return value;
+}
+
+function suppressed(error: unknown, group: string): void {
+  report({
+    code: 'QUIESCE_SUPPRESSED_ERROR',
+    message: `a task of group ${group} failed while a cancellation was propagating`,
+    error,
+  });
 }
 
 type Fn<T> = () => T | PromiseLike<T>;
@@ -287,14 +312,16 @@ export async function race<T>(fns: readonly Fn<T>[]): Promise<T> {
             const value = await f();
             winner ??= { ok: true, value };
           } catch (error) {
-            if (isCancellation(error)) throw error;
-            winner ??= { ok: false, error };
+            // A loser failing in its cleanup after the race was decided (or after the caller
+            // was cancelled) is no outcome: it goes to onError, reported, never the result.
+            if (isCancellation(error) || winner || current().scope.cancelledBy) throw error;
+            winner = { ok: false, error };
           }
           g.scope.cancel({ kind: 'cancel', reason: 'race decided', at: now() });
         });
       }
     },
-    { policy: 'supervise' },
+    { policy: 'supervise', onError: (e) => suppressed(e, 'race') },
   );
   if (!winner) raiseCallerCancellation('race');
   const w = winner as { ok: true; value: T } | { ok: false; error: unknown };

@@ -8,7 +8,7 @@
  * 3. Every signal listener `run` adds is removed before it returns.
  */
 import { now } from './clock.ts';
-import { ArgumentError, TaskCancelledError } from './errors.ts';
+import { ArgumentError } from './errors.ts';
 import { spawn } from './task.ts';
 
 /** Options for `run`. */
@@ -65,7 +65,7 @@ export async function run<T>(
     await task.joined();
     const r = task.outcome!;
     if (r.ok) value = r.value;
-    else if (received === null || !(r.error instanceof TaskCancelledError)) {
+    else if (received === null || !task.endedCancelled) {
       code = 1;
       console.error(r.error);
     }

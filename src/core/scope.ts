@@ -250,7 +250,7 @@ export async function boundedCleanup<T>(
  */
 export async function checkpoint(): Promise<void> {
   const ctx = current();
-  if (hooks.checkpoint) hooks.checkpoint(ctx);
+  if (hooks.checkpoint) hooks.checkpoint(ctx, false);
   const origin = pendingCancel(ctx, false);
   if (origin) throw raise(origin, ctx);
 }

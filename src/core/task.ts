@@ -30,6 +30,7 @@ import {
   isCancellation,
   type Result,
   TaskCancelledError,
+  TaskFinishedError,
 } from './errors.ts';
 
 let nextId = 1;
@@ -51,7 +52,9 @@ export class Task<T> implements TaskLike, AsyncDisposable {
   /** @internal the task's root scope. */
   readonly scope: CancelScope;
   /** @internal */
-  raisedCancel = false;
+  raisedFor: object | null = null;
+  /** @internal the body itself ended by a cancellation (not by someone else's error). */
+  endedCancelled = false;
   /** @internal the body, until it starts. */
   body: (() => T | PromiseLike<T>) | null = null;
   /** @internal running children. */
@@ -92,9 +95,7 @@ export class Task<T> implements TaskLike, AsyncDisposable {
       if (e) return Promise.reject(e);
       return r.ok ? Promise.resolve(r.value) : Promise.reject(r.error);
     }
-    return blockResult<T>((w) => {
-      (this.#waiters ??= []).push(w);
-    });
+    return blockResult<T>((w) => this.#addWaiter(w));
   }
 
   /**
@@ -109,9 +110,17 @@ export class Task<T> implements TaskLike, AsyncDisposable {
       const e = cancelNow();
       return e ? Promise.reject(e) : Promise.resolve(this.#outcome);
     }
-    return block<Result<T>>((w) => {
-      (this.#waiters ??= []).push(w);
-    });
+    return block<Result<T>>((w) => this.#addWaiter(w));
+  }
+
+  #addWaiter(w: Waiter<Result<T>>): () => void {
+    const ws = (this.#waiters ??= []);
+    ws.push(w);
+    // An interrupted waiter leaves the list at once, so waits that time out do not pile up.
+    return () => {
+      const i = ws.indexOf(w);
+      if (i >= 0) ws.splice(i, 1);
+    };
   }
 
   /**
@@ -125,14 +134,18 @@ export class Task<T> implements TaskLike, AsyncDisposable {
     if (this.#outcome) return;
     const by = current().task?.name;
     this.scope.cancel({ kind: 'cancel', reason, by, at: now() });
-    await block<void>((w) => {
-      this.joined().then(() => w.commit());
-    });
+    await block<unknown>((w) => this.#addWaiter(w));
   }
 
-  /** Cancels the task and waits for it: `await using t = spawn(...)`. */
-  [Symbol.asyncDispose](): Promise<void> {
-    return this.cancel('disposed');
+  /**
+   * Cancels the task and waits for it, finalizers included: `await using t = spawn(...)`.
+   * Unlike `cancel()` the wait is not a checkpoint — leaving a `using` block in a cancelled
+   * scope must still wait for the child (Haskell's `withAsync` uses `uninterruptibleCancel`).
+   */
+  async [Symbol.asyncDispose](): Promise<void> {
+    if (this.#outcome) return;
+    this.scope.cancel({ kind: 'cancel', reason: 'disposed', by: current().task?.name, at: now() });
+    await this.joined();
   }
 
   /** @internal resolves when the task is done; never rejects; not a checkpoint. */
@@ -153,11 +166,14 @@ export class Task<T> implements TaskLike, AsyncDisposable {
 
   /** @internal */
   finish(raw: Result<T>): void {
+    this.endedCancelled = !raw.ok && isCancellation(raw.error);
     const r: Result<T> =
       !raw.ok && isCancellation(raw.error)
         ? { ok: false, error: new TaskCancelledError(this.name, raw.error.cancelCause) }
         : raw;
-    if (raw.ok && this.raisedCancel && this.scope.cancelledBy) {
+    // Swallowed: the cancellation that reaches the task's own scope was raised inside it, and
+    // the body still returned normally.
+    if (raw.ok && this.scope.cancelledBy && this.raisedFor === this.scope.cancelledBy) {
       report({
         code: 'QUIESCE_SWALLOWED_CANCELLATION',
         message: `task ${this.name} was cancelled but swallowed the cancellation and finished normally`,
@@ -172,7 +188,7 @@ export class Task<T> implements TaskLike, AsyncDisposable {
     this.#waiters = null;
     if (ws) for (const w of ws) w.commit(r);
     this.#resolveDone?.();
-    if (!r.ok && !(raw.ok === false && isCancellation(raw.error)) && !this.#observed && !ws) {
+    if (!r.ok && !this.endedCancelled && !this.#observed && !ws) {
       this.#reportIfUnobserved(r.error);
     }
   }
@@ -202,12 +218,7 @@ export class Task<T> implements TaskLike, AsyncDisposable {
       w.commit(this.#outcome);
       return () => {};
     }
-    const ws = (this.#waiters ??= []);
-    ws.push(w);
-    return () => {
-      const i = ws.indexOf(w);
-      if (i >= 0) ws.splice(i, 1);
-    };
+    return this.#addWaiter(w);
   }
 }
 
@@ -268,7 +279,11 @@ export function spawnIn<T>(
   fn: () => T | PromiseLike<T>,
   name: string | undefined,
 ): Task<T> {
-  const t = new Task<T>(ctx.task as Task<unknown> | null, parentScope, name);
+  const parent = ctx.task as Task<unknown> | null;
+  // A callback that captured a finished task's context (a timer, an event handler) must not
+  // start a child the finished parent can no longer wait for.
+  if (parent?.done) throw new TaskFinishedError(parent.name);
+  const t = new Task<T>(parent, parentScope, name);
   t.body = fn;
   runIn({ task: t, scope: t.scope, mask: ctx.mask }, runTask<T>, t);
   return t;

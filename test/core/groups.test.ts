@@ -262,3 +262,64 @@ describe('race, all, concurrently', { timeout: 10_000 }, () => {
     assert.equal(cancelled, true);
   });
 });
+
+describe('review findings, pinned', { timeout: 10_000 }, () => {
+  test('a child may spawn a sibling while withTaskGroup waits (a nursery closes when idle)', async () => {
+    let siblingRan = false;
+    await withTaskGroup((g) => {
+      g.spawn(async () => {
+        await sleep(1);
+        g.spawn(async () => {
+          siblingRan = true;
+        });
+      });
+    });
+    assert.equal(siblingRan, true);
+  });
+
+  test('a child failing with someone else’s TaskCancelledError is an ordinary failure', async () => {
+    const victim = spawn(() => sleep(10_000));
+    await victim.cancel();
+    let siblingCancelled = false;
+    const e = await all([
+      () => victim.wait(),
+      async () => {
+        try {
+          await sleep(10_000);
+        } catch (err) {
+          siblingCancelled = isCancellation(err);
+          throw err;
+        }
+      },
+    ]).catch((x) => x);
+    assert.equal(e.code, 'ERR_TASK_CANCELLED');
+    assert.equal(siblingCancelled, true);
+  });
+
+  test('a child’s cleanup error never hides the caller’s cancellation', async () => {
+    const { onDiagnostic, timeout } = await import('../../src/core/index.ts');
+    const seen: string[] = [];
+    const restore = onDiagnostic((d) => seen.push(d.code));
+    const child = async () => {
+      try {
+        await sleep(10_000);
+      } finally {
+        // biome-ignore lint/correctness/noUnsafeFinally: the point of the test
+        throw new Error('cleanup failed');
+      }
+    };
+    assert.equal(await timeout(5, () => all([child])), undefined);
+    assert.equal(await timeout(5, () => race([child, child])), undefined);
+    restore();
+    assert.ok(
+      seen.every((c) => c === 'QUIESCE_SUPPRESSED_ERROR'),
+      seen.join(),
+    );
+    assert.ok(seen.length >= 2);
+  });
+
+  test('cancel() on an idle group leaves no scope linked', async () => {
+    for (let i = 0; i < 100; i++) await new TaskGroup().cancel();
+    assert.equal(rootScope.firstChild, null);
+  });
+});

@@ -1,0 +1,120 @@
+/** Guarantees that an adversarial review found broken once, pinned so they stay kept. */
+import assert from 'node:assert/strict';
+import { afterEach, beforeEach, describe, test } from 'node:test';
+import { type Clock, installClock, systemClock } from '../../src/core/clock.ts';
+import {
+  checkpoint,
+  mask,
+  sleep,
+  spawn,
+  type Task,
+  timeout,
+  uninterruptibleMask,
+  withTaskGroup,
+} from '../../src/core/index.ts';
+import {
+  assertCheckpoints,
+  assertNoLeaks,
+  type ResourceSnapshot,
+  snapshotResources,
+} from '../../src/testing/index.ts';
+
+let before: ResourceSnapshot;
+beforeEach(() => {
+  before = snapshotResources();
+});
+afterEach(() => assertNoLeaks(before));
+
+describe('kept guarantees', { timeout: 10_000 }, () => {
+  test('await using in a cancelled scope waits for the child, and the timeout catches its own expiry', async () => {
+    const log: string[] = [];
+    const v = await timeout(5, async () => {
+      await using _child = spawn(async () => {
+        try {
+          await sleep(10_000);
+        } finally {
+          await uninterruptibleMask(() => sleep(5));
+          log.push('child finalizer done');
+        }
+      });
+      await sleep(10_000);
+    });
+    log.push('timeout returned');
+    assert.equal(v, undefined);
+    assert.deepEqual(log, ['child finalizer done', 'timeout returned']);
+  });
+
+  test('a task started inside a timeout that has returned is still cancelled with its parent', async () => {
+    let inner: Task<void> | undefined;
+    const parent = spawn(async () => {
+      await withTaskGroup(async (g) => {
+        await timeout(1000, async () => {
+          inner = spawn(() => sleep(10_000));
+        });
+        g.spawn(() => sleep(10_000));
+      });
+    });
+    await sleep(2);
+    await parent.cancel();
+    assert.equal(inner?.done, true);
+  });
+
+  test('spawning from a finished task’s context is refused with a clear error', async () => {
+    const refused = await new Promise<unknown>((resolve) => {
+      spawn(() => {
+        // The timer callback runs in the task's context, after the task has finished.
+        setTimeout(() => {
+          try {
+            resolve(spawn(() => 1));
+          } catch (e) {
+            resolve(e);
+          }
+        }, 5);
+      });
+    });
+    assert.equal((refused as { code?: string }).code, 'ERR_TASK_FINISHED');
+  });
+
+  test('a deadline past the host timer range arms the shared timer once, without spinning', async () => {
+    let armed = 0;
+    const counting: Clock = {
+      ...systemClock,
+      setTimer: (fn, ms) => {
+        armed++;
+        return systemClock.setTimer(fn, ms);
+      },
+    };
+    const prev = installClock(counting);
+    try {
+      const t = spawn(() => sleep(30 * 24 * 3600 * 1000));
+      await new Promise((r) => setTimeout(r, 50));
+      await t.cancel();
+    } finally {
+      installClock(prev);
+    }
+    assert.equal(armed, 1);
+  });
+
+  test('assertCheckpoints does not count checkpoints a cancellation cannot reach', async () => {
+    await assert.rejects(assertCheckpoints(() => uninterruptibleMask(() => checkpoint())));
+    await assert.rejects(assertCheckpoints(() => mask(() => checkpoint())));
+    assert.equal(await assertCheckpoints(() => mask(() => sleep(1))), 1);
+  });
+
+  test('a task whose earlier timeout expired is not reported as swallowing a later cancellation', async () => {
+    const { onDiagnostic } = await import('../../src/core/index.ts');
+    const seen: string[] = [];
+    const restore = onDiagnostic((d) => seen.push(d.code));
+    const t = spawn(async () => {
+      await timeout(1, () => sleep(1000));
+      // No checkpoint after this: the later cancellation is never raised, so nothing is swallowed.
+      await new Promise((r) => setTimeout(r, 20));
+      return 'done';
+    });
+    await sleep(5);
+    t.scope.cancel({ kind: 'cancel', at: 0 });
+    assert.equal(await t.wait(), 'done');
+    restore();
+    assert.deepEqual(seen, []);
+  });
+});
