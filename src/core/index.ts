@@ -27,6 +27,7 @@ export {
   type Result,
   rethrowCancellation,
   TaskCancelledError,
+  TaskFinishedError,
   TimeoutError,
 } from './errors.ts';
 export {
