@@ -73,7 +73,6 @@ export class CancelScope {
   prev: CancelScope | null = null;
   waiters: Set<BlockWaiter<any>> | null = null;
   controller: AbortController | null = null;
-  onCancel: (() => void) | null = null;
 
   constructor(parent: CancelScope | null, shield = false) {
     this.parent = parent;
@@ -91,7 +90,6 @@ export class CancelScope {
   cancel(cause: CancelCause): void {
     if (this.cause) return;
     this.cause = cause;
-    this.onCancel?.();
     if (this.cancelledBy) return; // an outer scope already owns the cancellation here
     propagate(this, this);
   }
