@@ -461,9 +461,6 @@ export class Supervisor implements AsyncDisposable {
     try {
       ready = await timeout(o.readyTimeoutMs, async () => {
         await all(members.map((m) => () => m.proc.waitReady()));
-        // `all` returns (with holes) when its scope is cancelled instead of raising; the
-        // checkpoint turns an expired ready timeout back into the cancellation it is.
-        await checkpoint();
         return true as const;
       });
     } catch (e) {

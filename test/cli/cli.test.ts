@@ -12,7 +12,9 @@ import { parseArgs, parseDuration, UsageError } from '../../src/cli/args.ts';
 import { formatDuration, formatStatus } from '../../src/cli/main.ts';
 import { formatAddress, parseListenSpec } from '../../src/supervisor/address.ts';
 import { ListenAddressError } from '../../src/supervisor/errors.ts';
-import { NODE, runCli } from '../supervisor/helpers.ts';
+import { checkNoLeftovers, NODE, runCli } from '../supervisor/helpers.ts';
+
+checkNoLeftovers();
 
 test('listen specs: port, IPv4, [IPv6], unix path, localhost, names', () => {
   assert.deepEqual(parseListenSpec('8080'), {
@@ -185,7 +187,7 @@ test('the CLI reports user mistakes in one line with the right exit status, neve
   writeFileSync(notExec, 'echo hi\n', { mode: 0o644 });
   const busy = net.createServer();
   await new Promise<void>((r) => busy.listen(0, '127.0.0.1', r));
-  t.after(() => busy.close());
+  t.after(() => new Promise<void>((r) => busy.close(() => r())));
   const port = (busy.address() as net.AddressInfo).port;
   const ctl = ['--control', join(dir, 'c.sock')];
   const cases: [string[], number, RegExp][] = [

@@ -6,7 +6,9 @@ import assert from 'node:assert/strict';
 import { writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { test } from 'node:test';
-import { hello, load, startSupervisor, tempDir, until } from './helpers.ts';
+import { hello, load, startSupervisor, tempDir, until, checkNoLeftovers } from './helpers.ts';
+
+checkNoLeftovers();
 
 function gone(pid: number): boolean {
   try {

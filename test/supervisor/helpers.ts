@@ -8,7 +8,8 @@ import * as http from 'node:http';
 import * as net from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import type { TestContext } from 'node:test';
+import assert from 'node:assert/strict';
+import { after, before, type TestContext } from 'node:test';
 import { fileURLToPath } from 'node:url';
 import { type ControlResponse, controlRequest } from '../../src/supervisor/control.ts';
 
@@ -32,6 +33,28 @@ export function cleanEnv(extra?: NodeJS.ProcessEnv): NodeJS.ProcessEnv {
   delete env.LISTEN_PID;
   delete env.LISTEN_FDNAMES;
   return env;
+}
+
+function resources(): string[] {
+  return process.getActiveResourcesInfo().sort();
+}
+
+/**
+ * Registers a file-level check that the tests left no process, socket, pipe or timer open:
+ * what is active after the last test is what was active before the first. (Node drops a
+ * closed handle from the list a little after its 'close', hence the short grace.)
+ */
+export function checkNoLeftovers(): void {
+  let baseline: string[] = [];
+  before(() => {
+    baseline = resources();
+  });
+  after(async () => {
+    for (let i = 0; i < 40 && resources().join() !== baseline.join(); i++) {
+      await new Promise((r) => setTimeout(r, 25));
+    }
+    assert.deepEqual(resources(), baseline, 'handles left open by the tests');
+  });
 }
 
 /** A temporary directory removed when the test ends. */
@@ -109,6 +132,8 @@ export async function startSupervisor(o: StartOptions): Promise<Sup> {
     for (const w of watchers) w();
   });
   proc.stdout!.resume();
+  // 'close': the process has exited and its stdio pipes are closed (no handle left behind).
+  const closed = new Promise<void>((resolve) => proc.once('close', () => resolve()));
   const exited = new Promise<number>((resolve) => {
     proc.once('exit', (code, signal) => {
       resolve(code ?? 128 + (signal === 'SIGKILL' ? 9 : signal === 'SIGTERM' ? 15 : 0));
@@ -155,8 +180,7 @@ export async function startSupervisor(o: StartOptions): Promise<Sup> {
       clearTimeout(t);
     }
     for (const pid of workerPids()) if (alive(pid)) process.kill(pid, 'SIGKILL');
-    proc.stdout?.destroy();
-    proc.stderr?.destroy();
+    await closed;
   });
   const sup: Sup = {
     proc,
@@ -244,9 +268,10 @@ export function httpGet(port: number, path = '/', timeoutMs = 5000): Promise<Out
     const finish = (o: Outcome) => {
       if (settled) return;
       settled = true;
+      req.destroy();
       resolve(o);
     };
-    const req = http.get(
+    const req: http.ClientRequest = http.get(
       { host: '127.0.0.1', port, path, agent: false, timeout: timeoutMs },
       (res) => {
         let body = '';
@@ -309,6 +334,14 @@ export function load(
       return tally;
     },
   };
+}
+
+/** Kills a helper process (by pid) and waits until it and its pipes are closed. */
+export async function killAndWait(p: ChildProcess): Promise<void> {
+  const closed = new Promise<void>((resolve) => p.once('close', () => resolve()));
+  if (p.exitCode === null && p.signalCode === null) p.kill('SIGKILL');
+  else if (p.stdout?.closed !== false && p.stderr?.closed !== false) return; // 'close' came
+  await closed;
 }
 
 /** Resolves when `pred` holds, polling; throws after `ms`. */

@@ -18,7 +18,17 @@ import {
 import * as net from 'node:net';
 import { join } from 'node:path';
 import { test } from 'node:test';
-import { hello, NODE, runCli, startSupervisor, tempDir, until } from './helpers.ts';
+import {
+  hello,
+  NODE,
+  runCli,
+  startSupervisor,
+  tempDir,
+  until,
+  checkNoLeftovers,
+} from './helpers.ts';
+
+checkNoLeftovers();
 
 /** Connects to `path` as uid/gid 65534 (nobody) and reports the error code, or 'connected'. */
 function connectAsNobody(path: string): Promise<string> {

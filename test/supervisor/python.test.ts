@@ -5,7 +5,9 @@
 import assert from 'node:assert/strict';
 import { spawnSync } from 'node:child_process';
 import { test } from 'node:test';
-import { hello, load, PY_WORKER, startSupervisor, tempDir } from './helpers.ts';
+import { hello, load, PY_WORKER, startSupervisor, tempDir, checkNoLeftovers } from './helpers.ts';
+
+checkNoLeftovers();
 
 const python = spawnSync('python3', ['--version']).status === 0;
 

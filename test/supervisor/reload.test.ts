@@ -17,7 +17,10 @@ import {
   startSupervisor,
   tempDir,
   until,
+  checkNoLeftovers,
 } from './helpers.ts';
+
+checkNoLeftovers();
 
 function noFailures(tally: Record<string, number>) {
   const { ok, ...failures } = tally;
@@ -58,7 +61,7 @@ test('10 reloads of an HTTP worker under load with keep-alive off: every request
   assert.ok(noFailures(tally) >= 40, `only ${tally.ok} requests ran during the reloads`);
 });
 
-test('reload requests made while a reload runs coalesce into exactly one more reload', {
+test('reload requests made while a reload runs coalesce into exactly one more reload; the CLI and SIGHUP reload too', {
   timeout: 30_000,
 }, async (t) => {
   const dir = tempDir(t);
@@ -86,6 +89,9 @@ test('reload requests made while a reload runs coalesce into exactly one more re
     cli.stdout,
     /^reloaded: generation 4 serving \(pid \d+\) after \d+ ms; generation 3 draining/,
   );
+  // SIGHUP asks for a reload too.
+  sup.proc.kill('SIGHUP');
+  await sup.waitFor(/generation 5 serving after \d+ ms; generation 4 draining/);
 });
 
 test('connections in flight during a reload complete on the old generation, which drains before it exits', {

@@ -16,13 +16,17 @@ import {
   HTTP_WORKER,
   hello,
   httpGet,
+  killAndWait,
   NODE,
   ROOT,
   runCli,
   startSupervisor,
   tempDir,
   until,
+  checkNoLeftovers,
 } from './helpers.ts';
+
+checkNoLeftovers();
 
 const python = spawnSync('python3', ['--version']).status === 0;
 const notifyTool = spawnSync('systemd-notify', ['--version']).status === 0;
@@ -129,7 +133,7 @@ test("socket-activated as the example unit: serves on systemd's socket, notifies
   const dir = tempDir(t);
   const notifyPath = join(dir, 'notify.sock');
   const receiver = notifyReceiver(notifyPath);
-  t.after(() => receiver.proc.kill('SIGKILL'));
+  t.after(() => killAndWait(receiver.proc));
   await until(() => receiver.messages().includes('bound'), 10_000, 'the notify socket');
   const control = join(dir, 'control.sock');
   const start = mapCommand(one('ExecStart'), control);
@@ -185,14 +189,14 @@ test('a Node worker run by systemd directly gets its socket and reports READY=1 
   const dir = tempDir(t);
   const notifyPath = join(dir, 'notify.sock');
   const receiver = notifyReceiver(notifyPath);
-  t.after(() => receiver.proc.kill('SIGKILL'));
+  t.after(() => killAndWait(receiver.proc));
   await until(() => receiver.messages().includes('bound'), 10_000, 'the notify socket');
   const env = cleanEnv({ TEST_BACKLOG: '16', TEST_FDNAME: 'http', TEST_NOTIFY_SOCKET: notifyPath });
   const worker = spawn('python3', ['-c', LAUNCHER, NODE, HTTP_WORKER], {
     stdio: ['ignore', 'pipe', 'inherit'],
     env,
   });
-  t.after(() => worker.kill('SIGKILL'));
+  t.after(() => killAndWait(worker));
   let out = '';
   worker.stdout!.setEncoding('utf8').on('data', (d: string) => {
     out += d;
