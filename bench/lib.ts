@@ -206,7 +206,8 @@ export function printTable(title: string, ms: readonly Measurement[], baseline: 
 export interface Verdict {
   readonly target: string;
   readonly measured: string;
-  readonly met: boolean;
+  /** null for a line that informs and sets no target. */
+  readonly met: boolean | null;
 }
 
 /** Prints the final verdicts; returns how many targets were not met. */
@@ -214,9 +215,9 @@ export function printVerdicts(title: string, vs: readonly Verdict[]): number {
   console.log(`\n${title}`);
   printRows([
     ['target', 'measured', 'verdict'],
-    ...vs.map((v) => [v.target, v.measured, v.met ? 'met' : 'NOT MET']),
+    ...vs.map((v) => [v.target, v.measured, v.met === null ? 'info' : v.met ? 'met' : 'NOT MET']),
   ]);
-  return vs.filter((v) => !v.met).length;
+  return vs.filter((v) => v.met === false).length;
 }
 
 /** Heap and RSS now, after a collection if possible. */
