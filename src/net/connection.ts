@@ -2,12 +2,13 @@
  * `Connection`: one TCP or unix-socket connection, read and written with checkpoints.
  *
  * Guarantees, and who keeps them:
- * 1. Backpressure is real: the socket stays paused and bytes are pulled only when a read asks,
- *    so at most the stream's high-water mark plus one `readLine` (≤ its `maxBytes`) is ever
- *    buffered per connection, whatever the peer sends.
- * 2. A cancelled read loses no byte: a blocked read only waits for a notification and takes
- *    bytes synchronously once it runs again, so bytes are never handed to a reader that can
- *    still be cancelled ("cancelled means it did not happen").
+ * 1. Backpressure is real: nothing is read before the first read asks, and the socket is
+ *    paused whenever PAUSE_AT bytes wait unread, so per connection at most PAUSE_AT plus the
+ *    stream's high-water mark (or one `readLine`'s `maxBytes`) is ever buffered, whatever the
+ *    peer sends; the rest waits in the kernel and TCP slows the peer down.
+ * 2. A cancelled read loses no byte: bytes are handed to a reader only through the commit
+ *    protocol, and bytes whose commit is refused go back in front ("cancelled means it did
+ *    not happen").
  * 3. A cancelled write wrote nothing: `write` waits for room *before* it hands its bytes to the
  *    socket, and hands them over without another wait.
  * 4. `readWithin` never throws for a timeout, the peer's EOF or the server's drain: they are
@@ -19,8 +20,9 @@
  */
 import type net from 'node:net';
 import { addDeadline, type Deadline, now, removeDeadline } from '../core/clock.ts';
-import { block, pollCancel, type Waiter } from '../core/context.ts';
+import { block, type Waiter } from '../core/context.ts';
 import { ArgumentError } from '../core/errors.ts';
+import { pendingCancellation } from '../sync/check.ts';
 import { after, type SelectEvent, select } from '../sync/select.ts';
 import { type DrainFlag, neverDraining } from './drain.ts';
 import {
@@ -80,6 +82,11 @@ export interface ConnectionSettings {
 }
 
 const DEFAULT_LINE_MAX = 65536;
+const DATA = 0;
+const LINE = 1;
+/** Unread bytes at which a connection stops reading from the socket (see guarantee 1). */
+const PAUSE_AT = 65536;
+const RESOLVED: Promise<void> = Promise.resolve();
 /** What a reader's poll gives: a value (with the bytes it consumed), a failure, or "wait". */
 type Polled<T> = { value: T; raw: Buffer | null } | Error | undefined;
 const END: { value: null; raw: null } = { value: null, raw: null };
@@ -101,17 +108,34 @@ export class Connection implements AsyncDisposable {
   readonly id: number;
   readonly #idleMs: number;
   readonly #drain: DrainFlag;
-  // Bytes pulled from the socket and not yet returned to a reader.
-  // Invariant: #pending === null || #pending.length > 0.
-  #pending: Buffer | null = null;
-  // readLine: the first #scanned bytes of #pending hold no '\n'.
+  // Bytes received and not yet returned to a reader, in order.
+  // Invariant: #queued === sum of #chunks[i].length, and no chunk is empty.
+  #chunks: Buffer[] = [];
+  #queued = 0;
+  // readLine: the first #scanned bytes of #chunks[0] hold no '\n'.
   #scanned = 0;
+  // Invariant: #flowing === the socket is resumed by us; false whenever #queued >= PAUSE_AT
+  // outside gracefulClose.
+  #flowing = false;
+  #listening = false;
+  #discarding = false;
+  #discarded = 0;
   #eof = false;
   #error: Error | null = null;
   #closedHere = false;
-  #pulling = false;
-  // The one blocked reader's wake-up; called on 'readable', 'end', 'error' and 'close'.
-  #wakeReader: (() => void) | null = null;
+  // The one blocked reader and what it reads (kind, max). It is served on every wake-up (data,
+  // 'end', 'error', 'close'). Invariant: #reader !== null iff a read is blocked on this
+  // connection. Fields, not closures: this is the hot path of every read that has to wait.
+  #reader: Waiter<any> | null = null;
+  #readerKind = DATA;
+  #readerMax = 0;
+  #readerWhat = '';
+  // gracefulClose's wait, woken like a reader.
+  #quiet: (() => void) | null = null;
+  // The blocked reader's idle limit, and the connection's one idle timer (re-armed lazily, so
+  // a read that does not block costs no timer operation).
+  #readerIdleAt = Number.POSITIVE_INFINITY;
+  #idleTimer: Deadline | null = null;
   #wakeWriters: Set<() => void> | null = null;
   #closing: Promise<GracefulCloseResult> | null = null;
   #closed: Promise<void>;
@@ -139,6 +163,10 @@ export class Connection implements AsyncDisposable {
     this.#closed = new Promise<void>((resolve) => {
       socket.once('close', () => {
         this.#isClosed = true;
+        if (this.#idleTimer !== null) {
+          removeDeadline(this.#idleTimer);
+          this.#idleTimer = null;
+        }
         this.#wake();
         this.#wakeWrite();
         resolve();
@@ -193,10 +221,18 @@ export class Connection implements AsyncDisposable {
   }
 
   #wake(): void {
-    const f = this.#wakeReader;
-    if (f) {
-      this.#wakeReader = null;
-      f();
+    const w = this.#reader;
+    if (w !== null) {
+      const r = this.#poll(this.#readerKind, this.#readerMax, this.#readerWhat);
+      if (r === undefined) return; // nothing for it after all: it keeps waiting
+      this.#reader = null;
+      if (r instanceof Error) w.fail(r);
+      else if (!w.commit(r.value) && r.raw !== null) this.#unread(r.raw);
+    }
+    const q = this.#quiet;
+    if (q !== null) {
+      this.#quiet = null;
+      q();
     }
   }
 
@@ -208,48 +244,71 @@ export class Connection implements AsyncDisposable {
     }
   }
 
-  /** Pulls whatever the socket holds into #pending, without blocking. True if any is there. */
-  #fill(): boolean {
-    if (this.#pending !== null) return true;
-    const chunk = this.#pull();
-    if (chunk === null) return false;
-    this.#pending = chunk;
-    return true;
+  /** Lets bytes flow in (a reader wants some): the first call starts reading the socket. */
+  #want(): void {
+    if (this.#flowing) return;
+    this.#flowing = true;
+    if (!this.#listening) {
+      this.#listening = true;
+      this.socket.on('data', (chunk: Buffer) => this.#onData(chunk));
+    }
+    this.socket.resume();
   }
 
-  #pull(): Buffer | null {
-    if (!this.#pulling) {
-      // Listening for 'readable' starts the socket reading (up to its high-water mark only).
-      this.#pulling = true;
-      this.socket.on('readable', () => this.#wake());
+  #onData(chunk: Buffer): void {
+    if (this.#discarding) {
+      this.#discarded += chunk.length;
+    } else if (chunk.length > 0) {
+      this.#chunks.push(chunk);
+      this.#queued += chunk.length;
+      if (this.#queued >= PAUSE_AT && this.#flowing) {
+        // Nobody is taking the bytes: stop here and let the kernel and TCP hold the rest.
+        this.#flowing = false;
+        this.socket.pause();
+      }
     }
-    const chunk = this.socket.read() as Buffer | null;
-    return chunk === null || chunk.length === 0 ? null : chunk;
+    this.#wake();
   }
 
   #take(max: number): Buffer {
-    const p = this.#pending!;
-    if (p.length <= max) {
-      this.#pending = null;
+    // Hand over everything waiting in one buffer: one bigger write beats several small ones.
+    const c =
+      this.#chunks.length > 1 && max > this.#chunks[0].length ? this.#merged()! : this.#chunks[0];
+    if (c.length <= max) {
+      this.#chunks.shift();
+      this.#queued -= c.length;
       this.#scanned = 0;
-      return p;
+      return c;
     }
-    this.#pending = p.subarray(max);
+    this.#chunks[0] = c.subarray(max);
+    this.#queued -= max;
     this.#scanned = Math.max(0, this.#scanned - max);
-    return p.subarray(0, max);
+    return c.subarray(0, max);
+  }
+
+  /** The queued bytes as one buffer (merging chunks), or null if none. */
+  #merged(): Buffer | null {
+    const cs = this.#chunks;
+    if (cs.length === 0) return null;
+    if (cs.length > 1) this.#chunks = [Buffer.concat(cs, this.#queued)];
+    return this.#chunks[0];
   }
 
   /** Puts bytes a reader was handed but could not take back in front (commit refused). */
   #unread(raw: Buffer): void {
-    this.#pending = this.#pending === null ? raw : Buffer.concat([raw, this.#pending]);
+    this.#chunks.unshift(raw);
+    this.#queued += raw.length;
     this.#scanned = 0;
   }
 
-  /** Why no more bytes will come, as an error to raise; null if they may. */
+  /**
+   * Why no more bytes will come, as an error to raise, or null if they may — or if the end
+   * is the peer's clean EOF, which callers check next.
+   */
   #endError(what: string): Error | null {
     if (this.#closedHere) return new ConnectionClosedError(what);
     if (this.#error) return new ConnectionError(`${what}: ${this.#error.message}`, this.#error);
-    if (this.#isClosed || this.socket.destroyed) {
+    if (!this.#eof && (this.#isClosed || this.socket.destroyed)) {
       return new ConnectionError(`${what}: the connection was closed`);
     }
     return null;
@@ -261,49 +320,62 @@ export class Connection implements AsyncDisposable {
       : now() + this.#idleMs;
   }
 
+  #poll(kind: number, max: number, what: string): Polled<any> {
+    return kind === DATA ? this.#pollData(max, what) : this.#pollLine(max);
+  }
+
   /** Completes a data read now if it can: bytes, null at EOF, an error, or undefined (wait). */
   #pollData(max: number, what: string): Polled<Buffer | null> {
     if (this.#closedHere) return new ConnectionClosedError(what);
-    if (this.#fill()) {
+    if (this.#queued > 0) {
       const b = this.#take(max);
       return { value: b, raw: b };
     }
     const err = this.#endError(what);
     if (err) return err;
     if (this.#eof) return END;
+    this.#want();
     return undefined;
   }
 
   /** Completes a line read now if it can (see `readLine`). */
   #pollLine(max: number): Polled<string | null> {
     if (this.#closedHere) return new ConnectionClosedError('readLine');
-    for (;;) {
-      const p = this.#pending;
-      if (p !== null) {
-        const i = p.indexOf(10, this.#scanned);
-        if (i >= 0) {
-          if (i > max) return new LineTooLongError(max);
-          const end = i > 0 && p[i - 1] === 13 ? i - 1 : i;
-          const line = p.toString('utf8', 0, end);
-          this.#scanned = 0;
-          this.#pending = i + 1 < p.length ? p.subarray(i + 1) : null;
-          return { value: line, raw: p.subarray(0, i + 1) };
-        }
-        this.#scanned = p.length;
-        if (p.length > max) return new LineTooLongError(max);
+    const p = this.#merged();
+    if (p !== null) {
+      const i = p.indexOf(10, this.#scanned);
+      if (i >= 0) {
+        if (i > max) return new LineTooLongError(max);
+        const end = i > 0 && p[i - 1] === 13 ? i - 1 : i;
+        const line = p.toString('utf8', 0, end);
+        const raw = this.#take(i + 1);
+        return { value: line, raw };
       }
-      const chunk = this.#pull();
-      if (chunk === null) break;
-      this.#pending = p === null ? chunk : Buffer.concat([p, chunk]);
+      this.#scanned = p.length;
+      if (p.length > max) return new LineTooLongError(max);
     }
     const err = this.#endError('readLine');
     if (err) return err;
     if (this.#eof) {
-      if (this.#pending === null) return END;
+      if (p === null) return END;
       const rest = this.#take(Number.POSITIVE_INFINITY);
       return { value: rest.toString('utf8'), raw: rest };
     }
+    this.#want();
     return undefined;
+  }
+
+  #onIdleTimer(): void {
+    this.#idleTimer = null;
+    const w = this.#reader;
+    if (w === null) return; // nobody is waiting: no timer until someone is
+    const at = this.#readerIdleAt;
+    if (now() >= at) {
+      this.#reader = null;
+      w.fail(new IdleTimeoutError(this.#idleMs));
+    } else {
+      this.#idleTimer = addDeadline(at, () => this.#onIdleTimer());
+    }
   }
 
   /**
@@ -311,45 +383,37 @@ export class Connection implements AsyncDisposable {
    * wake-up, fails on an error or at the idle limit `idleAt`. If the commit is refused (the
    * waiter was aborted meanwhile), the bytes go back in front — no byte lost (guarantee 2).
    */
-  #register<T>(w: Waiter<T>, idleAt: number, poll: () => Polled<T>): () => void {
-    if (this.#wakeReader !== null) {
+  /** Enqueues `w` as the one blocked reader (see #reader); its idle limit is `idleAt`. */
+  #register(w: Waiter<any>, kind: number, max: number, what: string, idleAt: number): () => void {
+    if (this.#reader !== null) {
       w.fail(new ConcurrentReadError());
       return noop;
     }
-    let idle: Deadline | null = null;
-    const unregister = () => {
-      if (this.#wakeReader === wake) this.#wakeReader = null;
-      if (idle !== null) {
-        removeDeadline(idle);
-        idle = null;
-      }
-    };
-    const wake = () => {
-      const r = poll();
-      if (r === undefined) {
-        this.#wakeReader = wake; // nothing for us after all: keep waiting
-        return;
-      }
-      unregister();
-      if (r instanceof Error) w.fail(r);
-      else if (!w.commit(r.value) && r.raw) this.#unread(r.raw);
-    };
-    this.#wakeReader = wake;
+    this.#reader = w;
+    this.#readerKind = kind;
+    this.#readerMax = max;
+    this.#readerWhat = what;
+    this.#readerIdleAt = idleAt;
     if (idleAt !== Number.POSITIVE_INFINITY) {
-      idle = addDeadline(idleAt, () => {
-        unregister();
-        w.fail(new IdleTimeoutError(this.#idleMs));
-      });
+      const t = this.#idleTimer;
+      if (t === null || t.at > idleAt) {
+        if (t !== null) removeDeadline(t);
+        this.#idleTimer = addDeadline(idleAt, () => this.#onIdleTimer());
+      }
     }
-    return unregister;
+    return () => {
+      if (this.#reader === w) this.#reader = null;
+    };
   }
 
-  #readOp<T>(idleAt: number, poll: () => Polled<T>): Promise<T> {
-    pollCancel();
-    const r = poll();
+  #readOp<T>(kind: number, max: number, what: string): Promise<T> {
+    const cancelled = pendingCancellation();
+    if (cancelled !== null) return Promise.reject(cancelled);
+    const r = this.#poll(kind, max, what);
     if (r instanceof Error) return Promise.reject(r);
     if (r !== undefined) return Promise.resolve(r.value);
-    return block<T>((w) => this.#register(w, idleAt, poll));
+    const idleAt = this.#idleAt();
+    return block<T>((w) => this.#register(w, kind, max, what, idleAt));
   }
 
   /**
@@ -361,9 +425,11 @@ export class Connection implements AsyncDisposable {
    * @example
    * for (let b = await conn.read(); b !== null; b = await conn.read()) await conn.write(b);
    */
-  async read(maxBytes = Number.POSITIVE_INFINITY): Promise<Buffer | null> {
-    if (!(maxBytes > 0)) throw new ArgumentError('read(maxBytes): maxBytes must be positive');
-    return this.#readOp(this.#idleAt(), () => this.#pollData(maxBytes, 'read'));
+  read(maxBytes = Number.POSITIVE_INFINITY): Promise<Buffer | null> {
+    if (!(maxBytes > 0)) {
+      return Promise.reject(new ArgumentError('read(maxBytes): maxBytes must be positive'));
+    }
+    return this.#readOp(DATA, maxBytes, 'read');
   }
 
   /**
@@ -375,10 +441,10 @@ export class Connection implements AsyncDisposable {
    * @example
    * const cmd = await conn.readLine({ maxBytes: 1024 });
    */
-  async readLine(options?: ReadLineOptions): Promise<string | null> {
+  readLine(options?: ReadLineOptions): Promise<string | null> {
     const max = options?.maxBytes ?? DEFAULT_LINE_MAX;
-    if (!(max > 0)) throw new ArgumentError('readLine: maxBytes must be positive');
-    return this.#readOp(this.#idleAt(), () => this.#pollLine(max));
+    if (!(max > 0)) return Promise.reject(new ArgumentError('readLine: maxBytes must be positive'));
+    return this.#readOp(LINE, max, 'readLine');
   }
 
   /**
@@ -391,7 +457,7 @@ export class Connection implements AsyncDisposable {
    */
   readEvent(maxBytes = Number.POSITIVE_INFINITY): SelectEvent<Buffer | null> {
     if (!(maxBytes > 0)) throw new ArgumentError('readEvent(maxBytes): maxBytes must be positive');
-    return this.#event(this.#idleAt(), () => this.#pollData(maxBytes, 'readEvent'));
+    return this.#event(DATA, maxBytes, 'readEvent');
   }
 
   /**
@@ -404,7 +470,7 @@ export class Connection implements AsyncDisposable {
   lineEvent(options?: ReadLineOptions): SelectEvent<string | null> {
     const max = options?.maxBytes ?? DEFAULT_LINE_MAX;
     if (!(max > 0)) throw new ArgumentError('lineEvent: maxBytes must be positive');
-    return this.#event(this.#idleAt(), () => this.#pollLine(max));
+    return this.#event(LINE, max, 'lineEvent');
   }
 
   /**
@@ -424,24 +490,25 @@ export class Connection implements AsyncDisposable {
     };
   }
 
-  #event<T>(idleAt: number, poll: () => Polled<T>): SelectEvent<T> {
+  #event<T>(kind: number, max: number, what: string): SelectEvent<T> {
+    const idleAt = this.#idleAt();
     return {
       poll: () => {
-        const r = poll();
+        const r = this.#poll(kind, max, what);
         return r === undefined || r instanceof Error ? undefined : r;
       },
       register: (w) => {
         // A state poll() could not report as a value (an error) fails the wait at once.
-        const r = poll();
+        const r = this.#poll(kind, max, what);
         if (r instanceof Error) {
           w.fail(r);
           return noop;
         }
         if (r !== undefined) {
-          if (!w.commit(r.value) && r.raw) this.#unread(r.raw);
+          if (!w.commit(r.value) && r.raw !== null) this.#unread(r.raw);
           return noop;
         }
-        return this.#register(w, idleAt, poll);
+        return this.#register(w, kind, max, what, idleAt);
       },
     };
   }
@@ -487,28 +554,38 @@ export class Connection implements AsyncDisposable {
    * @example
    * await conn.write('Hello.\n');
    */
-  async write(data: string | Uint8Array): Promise<void> {
+  write(data: string | Uint8Array): Promise<void> {
     const s = this.socket;
-    if (s.writableNeedDrain) {
-      const idleAt = this.#idleAt();
-      while (s.writableNeedDrain) {
-        this.#checkWritable('write');
-        await this.#waitWrite(idleAt);
-      }
-    } else {
-      pollCancel();
+    if (s.writableNeedDrain) return this.#writeAfterDrain(data);
+    const cancelled = pendingCancellation();
+    if (cancelled !== null) return Promise.reject(cancelled);
+    const err = this.#writeError('write');
+    if (err) return Promise.reject(err);
+    s.write(data);
+    return RESOLVED;
+  }
+
+  async #writeAfterDrain(data: string | Uint8Array): Promise<void> {
+    const s = this.socket;
+    const idleAt = this.#idleAt();
+    while (s.writableNeedDrain) {
+      const err = this.#writeError('write');
+      if (err) throw err;
+      await this.#waitWrite(idleAt);
     }
-    this.#checkWritable('write');
+    const err = this.#writeError('write');
+    if (err) throw err;
     s.write(data);
   }
 
-  #checkWritable(what: string): void {
-    if (this.#closedHere || this.socket.writableEnded) throw new ConnectionClosedError(what);
+  #writeError(what: string): Error | null {
+    if (this.#closedHere || this.socket.writableEnded) return new ConnectionClosedError(what);
     const err = this.#error;
-    if (err) throw new ConnectionError(`${what}: ${err.message}`, err);
+    if (err) return new ConnectionError(`${what}: ${err.message}`, err);
     if (this.#isClosed || this.socket.destroyed) {
-      throw new ConnectionError(`${what}: the connection was closed`);
+      return new ConnectionError(`${what}: the connection was closed`);
     }
+    return null;
   }
 
   #waitWrite(idleAt: number): Promise<void> {
@@ -597,8 +674,12 @@ export class Connection implements AsyncDisposable {
       return { outcome: 'closed', discardedBytes: 0 };
     }
     if (!s.writableEnded) s.end();
-    let discarded = this.#pending?.length ?? 0;
-    this.#pending = null;
+    // From here every byte that arrives is counted and dropped (#onData).
+    this.#discarding = true;
+    this.#discarded = this.#queued;
+    this.#chunks = [];
+    this.#queued = 0;
+    this.#want();
     const deadline = now() + timeoutMs;
     let outcome: GracefulCloseResult['outcome'] = 'timeout';
     for (;;) {
@@ -606,19 +687,14 @@ export class Connection implements AsyncDisposable {
         outcome = 'error';
         break;
       }
-      if (discarded > maxBytes) {
+      if (this.#discarded > maxBytes) {
         outcome = 'limit';
         break;
-      }
-      if (this.#fill()) {
-        discarded += this.#pending!.length;
-        this.#pending = null;
-        continue;
       }
       // EOF from the peer is only half of it: our own data must also have left (writableFinished)
       // before closing, or a slow reader would lose the end of what we wrote.
       if (this.#eof && s.writableFinished) {
-        outcome = discarded > maxBytes ? 'limit' : 'eof';
+        outcome = 'eof';
         break;
       }
       if (this.#isClosed || s.destroyed) {
@@ -627,6 +703,7 @@ export class Connection implements AsyncDisposable {
       }
       if (!(await this.#waitQuietly(deadline))) break;
     }
+    const discarded = this.#discarded;
     s.destroy();
     await this.#closed;
     return { outcome, discardedBytes: discarded };
@@ -637,7 +714,7 @@ export class Connection implements AsyncDisposable {
     if (deadline <= now()) return Promise.resolve(false);
     return new Promise<boolean>((resolve) => {
       const done = (ok: boolean) => {
-        if (this.#wakeReader === wake) this.#wakeReader = null;
+        if (this.#quiet === wake) this.#quiet = null;
         this.socket.off('finish', onFinish);
         removeDeadline(d);
         resolve(ok);
@@ -645,7 +722,7 @@ export class Connection implements AsyncDisposable {
       const onFinish = () => done(true);
       const d = addDeadline(deadline, () => done(false));
       const wake = () => done(true);
-      this.#wakeReader = wake;
+      this.#quiet = wake;
       this.socket.once('finish', onFinish);
     });
   }

@@ -17,6 +17,7 @@
 import { lstatSync, unlinkSync } from 'node:fs';
 import { chmod } from 'node:fs/promises';
 import net from 'node:net';
+import { now } from '../core/clock.ts';
 import { ArgumentError } from '../core/errors.ts';
 import { ListenError, NoInheritedSocketError } from './errors.ts';
 import { claimInherited, releaseInherited } from './systemd.ts';
@@ -88,7 +89,7 @@ export class Listener implements AsyncDisposable {
   #acceptErrors = 0;
   #suppressed = 0;
   #backoffMs = BACKOFF_MIN_MS;
-  #quietUntil = 0;
+  #quietUntil = Number.NEGATIVE_INFINITY;
   /**
    * Where accept errors go once the backoff lets one through; by default a process warning
    * with code `QUIESCE_ACCEPT_ERROR`. `serve({ onAcceptError })` sets it.
@@ -137,7 +138,7 @@ export class Listener implements AsyncDisposable {
 
   #acceptError(e: Error & { code?: string }): void {
     this.#acceptErrors++;
-    const t = performance.now();
+    const t = now();
     if (t < this.#quietUntil) {
       this.#suppressed++;
       return;
