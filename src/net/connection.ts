@@ -275,7 +275,8 @@ export class Connection implements AsyncDisposable {
     const c =
       this.#chunks.length > 1 && max > this.#chunks[0].length ? this.#merged()! : this.#chunks[0];
     if (c.length <= max) {
-      this.#chunks.shift();
+      if (this.#chunks.length === 1) this.#chunks.pop();
+      else this.#chunks.shift();
       this.#queued -= c.length;
       this.#scanned = 0;
       return c;
@@ -407,12 +408,20 @@ export class Connection implements AsyncDisposable {
   }
 
   #readOp<T>(kind: number, max: number, what: string): Promise<T> {
+    const idleAt = this.#idleAt();
+    if (this.#queued === 0 && !this.#eof && this.#error === null && !this.#closedHere) {
+      // Nothing to hand over yet (the common case of a request/response loop): go straight to
+      // the wait, whose own checkpoint raises a pending cancellation before anything happens.
+      if (!this.#isClosed && !this.socket.destroyed) {
+        this.#want();
+        return block<T>((w) => this.#register(w, kind, max, what, idleAt));
+      }
+    }
     const cancelled = pendingCancellation();
     if (cancelled !== null) return Promise.reject(cancelled);
     const r = this.#poll(kind, max, what);
     if (r instanceof Error) return Promise.reject(r);
     if (r !== undefined) return Promise.resolve(r.value);
-    const idleAt = this.#idleAt();
     return block<T>((w) => this.#register(w, kind, max, what, idleAt));
   }
 
