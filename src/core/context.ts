@@ -71,7 +71,8 @@ export class CancelScope {
   firstChild: CancelScope | null = null;
   next: CancelScope | null = null;
   prev: CancelScope | null = null;
-  waiters: Set<BlockWaiter<any>> | null = null;
+  /** Blocked interruptible waiters in this very scope: an intrusive list (see firstChild). */
+  firstWaiter: BlockWaiter<any> | null = null;
   controller: AbortController | null = null;
 
   constructor(parent: CancelScope | null, shield = false) {
@@ -132,8 +133,10 @@ export class CancelScope {
 
 function propagate(s: CancelScope, origin: CancelScope): void {
   s.cancelledBy = origin;
-  if (s.waiters) {
-    for (const w of s.waiters) w.interrupt(origin);
+  if (s.firstWaiter) {
+    const ws: BlockWaiter<any>[] = [];
+    for (let w: BlockWaiter<any> | null = s.firstWaiter; w; w = w.next) ws.push(w);
+    for (const w of ws) w.interrupt(origin);
   }
   if (s.controller && !s.controller.signal.aborted) s.controller.abort(raise(origin));
   if (s.firstChild === null) return;
@@ -224,6 +227,8 @@ class BlockWaiter<T> implements Waiter<T> {
   /** Commit a `Result` and settle with its value or error (used by `blockResult`). */
   unwrap = false;
   scope: CancelScope | null = null;
+  next: BlockWaiter<any> | null = null;
+  prev: BlockWaiter<any> | null = null;
   ctx: Ctx | null = null;
   unregister: (() => void) | void = undefined;
   resolve!: (v: T) => void;
@@ -236,7 +241,7 @@ class BlockWaiter<T> implements Waiter<T> {
   commit(value: T): boolean {
     if (this.state !== PENDING) return false;
     this.state = COMMITTED;
-    this.scope?.waiters?.delete(this);
+    this.leave();
     if (this.unwrap) {
       const r = value as { ok: boolean; value?: unknown; error?: unknown };
       if (r.ok) this.resolve(r.value as T);
@@ -250,15 +255,35 @@ class BlockWaiter<T> implements Waiter<T> {
   fail(error: unknown): boolean {
     if (this.state !== PENDING) return false;
     this.state = ABORTED;
-    this.scope?.waiters?.delete(this);
+    this.leave();
     this.reject(error);
     return true;
+  }
+
+  /** Joins `scope`'s waiter list (O(1)). */
+  join(scope: CancelScope): void {
+    this.scope = scope;
+    const head = scope.firstWaiter;
+    this.next = head;
+    if (head) head.prev = this;
+    scope.firstWaiter = this;
+  }
+
+  /** Leaves its scope's waiter list, if in one (O(1)). */
+  leave(): void {
+    const s = this.scope;
+    if (!s) return;
+    this.scope = null;
+    if (this.prev) this.prev.next = this.next;
+    else if (s.firstWaiter === this) s.firstWaiter = this.next;
+    if (this.next) this.next.prev = this.prev;
+    this.next = this.prev = null;
   }
 
   interrupt(origin: CancelScope): void {
     if (this.state !== PENDING) return;
     this.state = ABORTED;
-    this.scope?.waiters?.delete(this);
+    this.leave();
     // Settle first: a throwing unregister must not leave the waiter hanging.
     this.reject(raise(origin, this.ctx ?? undefined));
     if (this.unregister) this.unregister();
@@ -308,8 +333,7 @@ function blockWith<T>(
   });
   w.unregister = register(w);
   if (w.state === PENDING && ctx.mask !== UNINTERRUPTIBLE) {
-    w.scope = ctx.scope;
-    (ctx.scope.waiters ??= new Set()).add(w);
+    w.join(ctx.scope);
   }
   return p;
 }

@@ -34,7 +34,10 @@ import {
 } from './errors.ts';
 
 let nextId = 1;
-const roots = new Set<Task<unknown>>();
+// Live tasks form intrusive sibling lists (firstKid/nextSib/prevSib), rooted here for tasks
+// without a parent: O(1) join and leave on every spawn, no hashing.
+// Invariant: t is reachable from (t.parent?.firstKid ?? roots.firstKid) iff !t.done.
+const roots = { firstKid: null as Task<unknown> | null };
 
 /** Options for `spawn`. */
 export interface SpawnOptions {
@@ -47,7 +50,7 @@ export interface SpawnOptions {
  */
 export class Task<T> implements TaskLike, AsyncDisposable {
   readonly id: number;
-  readonly name: string;
+  #name: string | undefined;
   readonly parent: Task<unknown> | null;
   /** @internal the task's root scope. */
   readonly scope: CancelScope;
@@ -57,8 +60,12 @@ export class Task<T> implements TaskLike, AsyncDisposable {
   endedCancelled = false;
   /** @internal the body, until it starts. */
   body: (() => T | PromiseLike<T>) | null = null;
-  /** @internal running children. */
-  children: Set<Task<unknown>> | null = null;
+  /** @internal first running child (intrusive list, see `roots`). */
+  firstKid: Task<unknown> | null = null;
+  /** @internal */
+  nextSib: Task<unknown> | null = null;
+  /** @internal */
+  prevSib: Task<unknown> | null = null;
   #outcome: Result<T> | null = null;
   #observed = false;
   #waiters: Waiter<Result<T>>[] | null = null;
@@ -70,11 +77,27 @@ export class Task<T> implements TaskLike, AsyncDisposable {
   /** @internal use `spawn`. */
   constructor(parent: Task<unknown> | null, parentScope: CancelScope, name: string | undefined) {
     this.id = nextId++;
-    this.name = name ?? `task-${this.id}`;
+    this.#name = name;
     this.parent = parent;
     this.scope = new CancelScope(parentScope);
-    if (parent) (parent.children ??= new Set()).add(this);
-    else roots.add(this);
+    const list: { firstKid: Task<unknown> | null } = parent ?? roots;
+    const head = list.firstKid;
+    this.nextSib = head;
+    if (head) head.prevSib = this as Task<unknown>;
+    list.firstKid = this as Task<unknown>;
+  }
+
+  /** The name given to `spawn`, or `task-<id>` (built on first read: spawn stays cheap). */
+  get name(): string {
+    if (this.#name === undefined) this.#name = `task-${this.id}`;
+    return this.#name;
+  }
+
+  /** The running children, in no particular order (a fresh array: for diagnostics). */
+  get children(): Task<unknown>[] {
+    const out: Task<unknown>[] = [];
+    for (let k = this.firstKid; k; k = k.nextSib) out.push(k);
+    return out;
   }
 
   /** True once the task, its children and its finalizers are all done. */
@@ -182,8 +205,11 @@ export class Task<T> implements TaskLike, AsyncDisposable {
     }
     this.#outcome = r;
     this.scope.close();
-    if (this.parent) this.parent.children?.delete(this);
-    else roots.delete(this);
+    const list: { firstKid: Task<unknown> | null } = this.parent ?? roots;
+    if (this.prevSib) this.prevSib.nextSib = this.nextSib;
+    else if (list.firstKid === (this as Task<unknown>)) list.firstKid = this.nextSib;
+    if (this.nextSib) this.nextSib.prevSib = this.prevSib;
+    this.nextSib = this.prevSib = null;
     const ws = this.#waiters;
     this.#waiters = null;
     if (ws) for (const w of ws) w.commit(r);
@@ -241,16 +267,16 @@ async function runTask<T>(t: Task<T>): Promise<void> {
   } catch (error) {
     r = { ok: false, error };
   }
-  if (t.children?.size || t.adopted?.size) await settleChildren(t);
+  if (t.firstKid || t.adopted?.size) await settleChildren(t);
   t.finish(r);
 }
 
 /** Cancels a finished body's children and adopted work, and waits for all of it. */
 async function settleChildren(t: Task<unknown>): Promise<void> {
-  while (t.children?.size || t.adopted?.size) {
-    if (t.children?.size) {
+  while (t.firstKid || t.adopted?.size) {
+    if (t.firstKid) {
       const cause: CancelCause = { kind: 'parent', by: t.name, at: now() };
-      const kids = [...t.children];
+      const kids = t.children;
       for (const c of kids) c.scope.cancel(cause);
       await Promise.all(kids.map((c) => c.joined()));
     }
@@ -269,7 +295,8 @@ async function settleChildren(t: Task<unknown>): Promise<void> {
  */
 export function spawn<T>(fn: () => T | PromiseLike<T>, options?: SpawnOptions): Task<T> {
   if (typeof fn !== 'function') throw new ArgumentError('spawn(fn): fn must be a function');
-  return spawnIn(current(), current().scope, fn, options?.name);
+  const ctx = current();
+  return spawnIn(ctx, ctx.scope, fn, options?.name);
 }
 
 /** @internal spawns with an explicit parent scope (task groups use their own scope). */
@@ -360,9 +387,9 @@ export function dumpTasks(): string {
     const c = t.scope.cancelledBy?.cause ?? t.scope.cause;
     const state = c ? `cancelling (${c.kind}${c.by ? ` by ${c.by}` : ''})` : 'running';
     lines.push(`${'  '.repeat(depth)}#${t.id} ${t.name} ${state}`);
-    if (t.children) for (const k of t.children) walk(k, depth + 1);
+    for (let k = t.firstKid; k; k = k.nextSib) walk(k, depth + 1);
   };
-  for (const t of roots) walk(t, 0);
+  for (let t = roots.firstKid; t; t = t.nextSib) walk(t, 0);
   return lines.join('\n');
 }
 
@@ -371,8 +398,8 @@ export function liveTaskCount(): number {
   let n = 0;
   const walk = (t: Task<unknown>) => {
     n++;
-    if (t.children) for (const k of t.children) walk(k);
+    for (let k = t.firstKid; k; k = k.nextSib) walk(k);
   };
-  for (const t of roots) walk(t);
+  for (let t = roots.firstKid; t; t = t.nextSib) walk(t);
   return n;
 }

@@ -111,7 +111,7 @@ describe('tasks', { timeout: 10_000 }, () => {
     const parent = spawn(async () => {
       const c = spawn(() => sleep(10_000));
       // Nothing awaited between spawn and the check: registration is synchronous.
-      assert.equal(currentTask()?.children?.has(c as Task<unknown>), true);
+      assert.equal(currentTask()?.children.includes(c as Task<unknown>), true);
     });
     await parent.wait();
   });
