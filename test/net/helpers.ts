@@ -83,12 +83,20 @@ export function dial(port: number, options?: { allowHalfOpen?: boolean }): Promi
   });
 }
 
-/** A client that connects, sends `send` (if any), half-closes, and returns what it saw. */
-export async function converse(port: number, send?: string): Promise<Seen> {
+/**
+ * A client that connects, sends `send` (if any) — then ends its side too with `end: true` —
+ * and returns what it saw; it ends its side anyway once the server ends.
+ */
+export async function converse(
+  port: number,
+  send?: string,
+  options?: { end?: boolean },
+): Promise<Seen> {
   const s = net.connect({ port, host: '127.0.0.1', allowHalfOpen: true });
   const seen = collect(s);
   s.once('connect', () => {
     if (send !== undefined) s.write(send);
+    if (options?.end) s.end();
   });
   return seen;
 }
