@@ -36,7 +36,10 @@ const opt = (name: string, dflt: number) => {
 };
 const quick = flag('--quick') || process.env.BENCH_QUICK === '1';
 const keepAlive = flag('--keep-alive');
-const RELOADS = opt('--reloads', quick ? 3 : 10);
+// Reloads per system in all, spread over rounds; each round starts every system afresh, in an
+// order rotated per round, so the noise of a shared machine falls on all of them alike.
+const ROUNDS = opt('--rounds', quick ? 1 : 3);
+const RELOADS = opt('--reloads', quick ? 3 : 12);
 const CLIENTS = opt('--clients', 4);
 // Requests per second, paced (open loop), or 0 for clients back to back (closed loop).
 const RATE = opt('--rate', 400);
@@ -382,9 +385,11 @@ interface Result {
   steady: number[];
   reload: number[];
   reloadMs: number[];
+  /** The p99 ratio of each round on its own. */
+  ratios: number[];
 }
 
-async function measure(system: System, dir: string): Promise<Result> {
+async function measure(system: System, dir: string, reloads: number): Promise<Result> {
   const port = await system.start(dir);
   try {
     const load = startLoad(port);
@@ -392,7 +397,7 @@ async function measure(system: System, dir: string): Promise<Result> {
     await sleep(WARMUP_MS + STEADY_MS);
     const windows: [number, number][] = [];
     const reloadMs: number[] = [];
-    for (let i = 0; i < RELOADS; i++) {
+    for (let i = 0; i < reloads; i++) {
       const a = performance.now();
       await system.reload();
       const b = performance.now();
@@ -413,7 +418,8 @@ async function measure(system: System, dir: string): Promise<Result> {
     }
     const total = samples.length;
     failures.ok = 0;
-    return { name: system.name, total, failures, steady, reload: during, reloadMs };
+    const ratios = [pct(during, 99) / pct(steady, 99)];
+    return { name: system.name, total, failures, steady, reload: during, reloadMs, ratios };
   } finally {
     await system.stop();
   }
@@ -432,19 +438,37 @@ async function main(): Promise<void> {
   const dir = mkdtempSync(join(tmpdir(), 'quiesce-bench-reload-'));
   writeFileSync(join(dir, 'app.cjs'), APP);
   writeFileSync(join(dir, 'primary.cjs'), PRIMARY);
-  const results: Result[] = [];
+  const systems = [quiesceSystem, pm2System, clusterSystem];
+  const results = new Map<string, Result>();
   try {
-    for (const system of [quiesceSystem(), pm2System(), clusterSystem()].filter(
-      (x) => !only || x.name.startsWith(only),
-    )) {
-      process.stderr.write(`bench reload: ${system.name}…\n`);
-      results.push(await measure(system, dir));
+    for (let round = 0; round < ROUNDS; round++) {
+      const reloads = Math.ceil(RELOADS / ROUNDS);
+      for (let k = 0; k < systems.length; k++) {
+        const system = systems[(k + round) % systems.length]();
+        if (only && !system.name.startsWith(only)) continue;
+        process.stderr.write(`bench reload: round ${round + 1}/${ROUNDS}, ${system.name}…\n`);
+        const r = await measure(system, dir, reloads);
+        const acc = results.get(r.name);
+        if (!acc) results.set(r.name, r);
+        else {
+          acc.total += r.total;
+          for (const key of Object.keys(acc.failures) as Outcome[])
+            acc.failures[key] += r.failures[key];
+          acc.steady.push(...r.steady);
+          acc.reload.push(...r.reload);
+          acc.reloadMs.push(...r.reloadMs);
+          acc.ratios.push(...r.ratios);
+        }
+      }
     }
   } finally {
     rmSync(dir, { recursive: true, force: true });
   }
+  const order = ['quiesce', 'pm2 reload', 'node cluster'];
+  const all = [...results.values()].sort((a, b) => order.indexOf(a.name) - order.indexOf(b.name));
   console.log(
-    `\nreload under load: ${RELOADS} reloads, 2 workers, HTTP keep-alive ${keepAlive ? 'on' : 'off'}, ` +
+    `\nreload under load: ${Math.ceil(RELOADS / ROUNDS) * ROUNDS} reloads per system in ${ROUNDS} ` +
+      `round(s), 2 workers, HTTP keep-alive ${keepAlive ? 'on' : 'off'}, ` +
       (RATE > 0 ? `${RATE} requests/s paced` : `${CLIENTS} clients back to back`) +
       `, Node ${process.version}, ${cpus().length} CPUs, load average ${loadavg()[0].toFixed(1)}` +
       (quick ? ' (QUICK: not a measurement)' : ''),
@@ -463,10 +487,11 @@ async function main(): Promise<void> {
       'steady',
       'during reloads',
       'p99 ratio',
+      'per round',
       'reload took (median)',
     ],
   ];
-  for (const r of results) {
+  for (const r of all) {
     const took = [...r.reloadMs].sort((a, b) => a - b)[Math.floor(r.reloadMs.length / 2)];
     rows.push([
       r.name,
@@ -478,6 +503,7 @@ async function main(): Promise<void> {
       lat(r.steady),
       lat(r.reload),
       `${(pct(r.reload, 99) / pct(r.steady, 99)).toFixed(2)}×`,
+      r.ratios.map((x) => x.toFixed(2)).join(' '),
       `${Math.round(took)} ms`,
     ]);
   }
@@ -489,7 +515,7 @@ async function main(): Promise<void> {
         .join('  ')
         .trimEnd(),
     );
-  const q = results[0];
+  const q = all[0];
   if (q?.name !== 'quiesce') return;
   const failed = q.failures.refused + q.failures.reset + q.failures.timeout + q.failures.wrong;
   const ratio = pct(q.reload, 99) / pct(q.steady, 99);

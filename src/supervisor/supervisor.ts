@@ -167,6 +167,8 @@ interface Member {
   retired: boolean;
   /** Stopped because it never got ready (counts as a crash, unlike a retirement). */
   startFailed: boolean;
+  /** Its exit was dealt with (restart scheduled, or nothing to do); `#onExit` acts once. */
+  exitHandled: boolean;
   retire: (reason: string) => void;
 }
 
@@ -480,6 +482,7 @@ export class Supervisor implements AsyncDisposable {
     }
     gen.state = 'serving';
     this.#current = gen;
+    for (const m of members) if (m.proc.exit) this.#onExit(m);
     if (previous) {
       this.#retireGeneration(previous, 'reload');
       this.#reloadsOk++;
@@ -534,6 +537,7 @@ export class Supervisor implements AsyncDisposable {
       slot,
       retired: false,
       startFailed: false,
+      exitHandled: false,
       retire: () => {},
     };
     gen.members.add(m);
@@ -579,9 +583,12 @@ export class Supervisor implements AsyncDisposable {
   }
 
   #onExit(m: Member): void {
-    if (this.#stopping) return;
+    if (m.exitHandled || this.#stopping) return;
     if (m.retired && !m.startFailed) return;
-    if (m.gen !== this.#current) return; // a starting generation's failure is its reload's
+    // A worker of a generation still starting is its reload's business — unless it got ready
+    // and died just before the handover, which the reload hands back here afterwards.
+    if (m.gen !== this.#current) return;
+    m.exitHandled = true;
     const o = this.#o;
     o.log(`worker ${m.proc.pid} of generation ${m.gen.id} ${describeExit(m.proc.exit)}`);
     const slot = m.slot;
