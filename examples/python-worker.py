@@ -70,10 +70,15 @@ async def main():
         loop.add_signal_handler(sig, stop.set)
     await stop.wait()
     # Drain: stop accepting (the supervisor's copy keeps the port open), finish what is in flight.
-    # A connection accepted just before close gets its handler task a loop turn or two later.
+    # asyncio (3.11) creates an accepted connection's transport a loop turn after accept(), and
+    # drops the connection if the server was closed meanwhile; so first stop watching the
+    # listening sockets, let the connections already accepted attach, and only then close.
+    for server in servers:
+        for s in server.sockets:
+            loop.remove_reader(s.fileno())
+    await asyncio.sleep(0.05)
     for server in servers:
         server.close()
-    await asyncio.sleep(0.05)
     in_flight = asyncio.all_tasks() - {asyncio.current_task()}
     if in_flight:
         await asyncio.wait(in_flight, timeout=25)

@@ -37,6 +37,7 @@ export type Command =
       readonly readyTimeoutMs: number;
       readonly drainTimeoutMs: number;
       readonly assumeReadyAfterMs: number | undefined;
+      readonly readyOnListen: boolean;
       readonly drainSignal: NodeJS.Signals;
       readonly maxRestarts: number;
       readonly restartWindowMs: number;
@@ -61,6 +62,7 @@ const RUN_OPTS: OptSpec[] = [
   { long: 'ready-timeout', value: true },
   { long: 'drain-timeout', value: true },
   { long: 'assume-ready-after', value: true },
+  { long: 'ready-on-listen', value: false },
   { long: 'drain-signal', value: true },
   { long: 'max-restarts', value: true },
   { long: 'restart-window', value: true },
@@ -248,6 +250,7 @@ function parseRun(argv: readonly string[]): Command {
     drainTimeoutMs: dur('drain-timeout', 30_000),
     assumeReadyAfterMs:
       assume === undefined ? undefined : parseDuration('--assume-ready-after', assume),
+    readyOnListen: p.opts.has('ready-on-listen'),
     drainSignal,
     maxRestarts: p.opts.has('max-restarts')
       ? parseCount('--max-restarts', last(p, 'max-restarts')!, 0)

@@ -29,6 +29,9 @@ Options:
       --drain-signal SIG       the signal that asks a worker to drain (default SIGTERM)
       --max-restarts N         crash restarts of one worker within the window (default 5)
       --restart-window DUR     the crash-loop window (default 60s)
+      --ready-on-listen        Node workers that do not call notifyReady(): ready once they
+                               listen on every socket they were given (a preload, via
+                               NODE_OPTIONS)
       --assume-ready-after DUR LAST RESORT for workers that cannot report readiness: treat
                                them as ready DUR after they start. A guess, not a signal.
       --name NAME              name of this supervisor, for the default control socket

@@ -150,6 +150,7 @@ async function runSupervisor(c: Extract<Command, { kind: 'run' }>): Promise<numb
           readyTimeoutMs: c.readyTimeoutMs,
           drainTimeoutMs: c.drainTimeoutMs,
           assumeReadyAfterMs: c.assumeReadyAfterMs,
+          readyOnListen: c.readyOnListen,
           drainSignal: c.drainSignal,
           maxRestarts: c.maxRestarts,
           restartWindowMs: c.restartWindowMs,

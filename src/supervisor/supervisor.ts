@@ -77,6 +77,11 @@ export interface SupervisorOptions {
    * after it started. A guess, not a signal. Default: off (wait for `READY=1`).
    */
   assumeReadyAfterMs?: number;
+  /**
+   * Node workers that do not call `notifyReady()`: preload a hook (through `NODE_OPTIONS`) that
+   * reports `READY=1` once the worker listens on every socket it was given. Default false.
+   */
+  readyOnListen?: boolean;
   /** The signal that asks a worker to drain. Default `'SIGTERM'`. */
   drainSignal?: NodeJS.Signals;
   /** Restarts of one worker slot allowed within `restartWindowMs`. Default 5. */
@@ -216,6 +221,12 @@ class ReloadRun {
   }
 }
 
+// The preload beside this module: .ts when running from source, .js when built.
+const READY_ON_LISTEN = `--import=${
+  new URL(`./ready-on-listen${import.meta.url.endsWith('.ts') ? '.ts' : '.js'}`, import.meta.url)
+    .href
+}`;
+
 const BACKOFF_BASE_MS = 100;
 const BACKOFF_MAX_MS = 10_000;
 const KILL_WAIT_MS = 5_000;
@@ -229,6 +240,7 @@ interface Normalized {
   readyTimeoutMs: number;
   drainTimeoutMs: number;
   assumeReadyAfterMs: number | undefined;
+  nodePreload: string | undefined;
   drainSignal: NodeJS.Signals;
   maxRestarts: number;
   restartWindowMs: number;
@@ -279,6 +291,7 @@ function normalize(o: SupervisorOptions): Normalized {
       o.assumeReadyAfterMs === undefined
         ? undefined
         : ms('assumeReadyAfterMs', o.assumeReadyAfterMs, 0),
+    nodePreload: o.readyOnListen ? READY_ON_LISTEN : undefined,
     drainSignal,
     maxRestarts: int('maxRestarts', o.maxRestarts, 5, 0),
     restartWindowMs: ms('restartWindowMs', o.restartWindowMs, 60_000, 1),
@@ -530,6 +543,7 @@ export class Supervisor implements AsyncDisposable {
       generation: gen.id,
       slot: slot.index,
       assumeReadyAfterMs: o.assumeReadyAfterMs,
+      nodePreload: o.nodePreload,
     });
     const m: Member = {
       proc,

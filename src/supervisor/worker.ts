@@ -49,6 +49,8 @@ export interface WorkerSpec {
   readonly slot: number;
   /** Treat the worker as ready this long after it started even if it said nothing. */
   readonly assumeReadyAfterMs?: number;
+  /** A Node option (`--import=…`) added to `NODE_OPTIONS`, e.g. the ready-on-listen preload. */
+  readonly nodePreload?: string;
 }
 
 // Variables that belong to the supervisor's own parent and must not reach a worker.
@@ -92,6 +94,10 @@ export class WorkerProcess {
       QUIESCE_SUPERVISOR_PID: String(process.pid),
     });
     if (n === 0) delete env.LISTEN_FDNAMES;
+    if (spec.nodePreload) {
+      env.NODE_OPTIONS = `${env.NODE_OPTIONS ?? ''} ${spec.nodePreload}`.trim();
+      env.QUIESCE_PRELOAD = spec.nodePreload;
+    }
     this.#child = spawn(
       '/bin/sh',
       ['-c', EXEC_WRAPPER, 'quiesce-exec', spec.command, ...spec.args],

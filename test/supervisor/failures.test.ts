@@ -49,7 +49,7 @@ for (const [broken, why] of [
     await until(() => gone(badPid), 10_000, 'the failed worker to be stopped');
     const tally = await l.stop();
     const { ok, ...failures } = tally;
-    assert.deepEqual(failures, { refused: 0, reset: 0, timeout: 0, wrong: 0 });
+    assert.deepEqual(failures, { refused: 0, reset: 0, timeout: 0, wrong: 0 }, sup.stderr());
     assert.ok(ok > 0);
     assert.ok(!gone(oldPid), 'the old worker still runs');
     const st = await sup.request('status');

@@ -22,11 +22,11 @@ test('a Python worker taking fd 3 serves and reloads under load with no failed c
   const l = load(() => hello(sup.port), { concurrency: 4, maxMs: 30_000 });
   for (let i = 0; i < 3; i++) {
     const r = await sup.request('reload');
-    assert.ok(r.ok, JSON.stringify(r));
+    assert.ok(r.ok, `${JSON.stringify(r)}\n${sup.stderr()}`);
   }
   const { ok, ...failures } = await l.stop();
-  assert.deepEqual(failures, { refused: 0, reset: 0, timeout: 0, wrong: 0 });
-  assert.ok(ok > 10, `only ${ok} connections ran during the reloads`);
+  assert.deepEqual(failures, { refused: 0, reset: 0, timeout: 0, wrong: 0 }, sup.stderr());
+  assert.ok(ok > 10, `only ${ok} connections ran during the reloads\n${sup.stderr()}`);
   const st = await sup.request('status');
   assert.ok(st.ok);
   assert.equal((st.status as { generation: number }).generation, 4);

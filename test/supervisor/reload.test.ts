@@ -3,7 +3,7 @@
  * or reset connection, and that a connection in flight finishes on the generation that took it.
  */
 import assert from 'node:assert/strict';
-import { writeFileSync } from 'node:fs';
+import { readFileSync, writeFileSync } from 'node:fs';
 import * as net from 'node:net';
 import { join } from 'node:path';
 import { test } from 'node:test';
@@ -13,6 +13,7 @@ import {
   httpGet,
   load,
   NODE,
+  ROOT,
   runCli,
   startSupervisor,
   tempDir,
@@ -22,9 +23,9 @@ import {
 
 checkNoLeftovers();
 
-function noFailures(tally: Record<string, number>) {
+function noFailures(tally: Record<string, number>, log = '') {
   const { ok, ...failures } = tally;
-  assert.deepEqual(failures, { refused: 0, reset: 0, timeout: 0, wrong: 0 });
+  assert.deepEqual(failures, { refused: 0, reset: 0, timeout: 0, wrong: 0 }, log);
   return ok;
 }
 
@@ -41,7 +42,10 @@ test('10 reloads under continuous load: every Hello/Goodbye connection gets both
     assert.equal(r.reload && (r.reload as { generation: number }).generation, i + 2);
   }
   const tally = await l.stop();
-  assert.ok(noFailures(tally) >= 40, `only ${tally.ok} connections ran during the reloads`);
+  assert.ok(
+    noFailures(tally, sup.stderr()) >= 40,
+    `only ${tally.ok} connections ran during the reloads`,
+  );
   const last = await sup.request('status');
   assert.ok(last.ok && (last.status as { generation: number }).generation === 11);
 });
@@ -58,7 +62,10 @@ test('10 reloads of an HTTP worker under load with keep-alive off: every request
     assert.ok(r.ok, JSON.stringify(r));
   }
   const tally = await l.stop();
-  assert.ok(noFailures(tally) >= 40, `only ${tally.ok} requests ran during the reloads`);
+  assert.ok(
+    noFailures(tally, sup.stderr()) >= 40,
+    `only ${tally.ok} requests ran during the reloads`,
+  );
 });
 
 test('reload requests made while a reload runs coalesce into exactly one more reload; the CLI and SIGHUP reload too', {
@@ -146,4 +153,27 @@ test('connections in flight during a reload complete on the old generation, whic
     'the old worker to exit',
   );
   assert.doesNotMatch(sup.stderr(), /SIGKILL/);
+});
+
+test("npm start's demo (the example Hello/Goodbye server, --ready-on-listen) reloads under load without a failed connection", {
+  timeout: 45_000,
+}, async (t) => {
+  // The very command line of `npm start`, on port 0 instead of 8080.
+  const start: string = JSON.parse(readFileSync(join(ROOT, 'package.json'), 'utf8')).scripts.start;
+  const words = start.split(/\s+/);
+  assert.deepEqual(words.slice(0, 3), ['node', 'src/cli/main.ts', 'run']);
+  const dashes = words.indexOf('--');
+  const args = words.slice(3, dashes).map((w) => (w === '127.0.0.1:8080' ? '127.0.0.1:0' : w));
+  const worker = words
+    .slice(dashes + 1)
+    .map((w) => (w === 'node' ? NODE : w.startsWith('examples/') ? join(ROOT, w) : w));
+  const dir = tempDir(t);
+  const sup = await startSupervisor({ t, dir, args, worker });
+  // Invariant: every connection during the reloads gets both lines.
+  const l = load(() => hello(sup.port), { concurrency: 3, maxMs: 30_000 });
+  for (let i = 0; i < 3; i++) {
+    const r = await sup.request('reload');
+    assert.ok(r.ok, JSON.stringify(r));
+  }
+  assert.ok(noFailures(await l.stop(), sup.stderr()) > 0);
 });
