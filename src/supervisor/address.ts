@@ -87,6 +87,7 @@ function parsePort(s: string, bad: (why: string) => Error): number {
 
 /**
  * The address as people write it: `127.0.0.1:8080`, `[::1]:8080`, `*:8080`, `unix:/path`.
+ * **Cancellation**: synchronous; not a checkpoint.
  * @example
  * formatAddress({ kind: 'tcp', host: null, port: 80 }); // '*:80'
  */

@@ -1,6 +1,11 @@
 /**
- * Finding the worker's program before the first start, so a typo is a clear error at once
- * instead of a worker that dies with status 127 on every restart.
+ * Finding the worker's program before the first start.
+ *
+ * Guarantees:
+ * 1. A typo is a clear error at once (`CommandNotFoundError`, `CommandNotExecutableError`),
+ *    instead of a worker that dies with status 127 on every start.
+ * 2. The lookup follows the shell's: a name without `/` is searched in `PATH`, skipping
+ *    entries that are not executable.
  */
 import { accessSync, constants, statSync } from 'node:fs';
 import { delimiter, join, resolve } from 'node:path';

@@ -39,6 +39,7 @@ function uid(): number {
 /**
  * The control socket path for supervisor `name`: `$XDG_RUNTIME_DIR/quiesce/<name>.sock`, or
  * `<tmpdir>/quiesce-<uid>/<name>.sock` when there is no runtime directory.
+ * **Cancellation**: synchronous; not a checkpoint.
  * @example
  * defaultControlPath('api', process.env); // '/run/user/1000/quiesce/api.sock'
  */

@@ -700,7 +700,10 @@ export class Supervisor implements AsyncDisposable {
     }
   }
 
-  /** A snapshot of the supervisor: listeners, generations, workers, reload counts. */
+  /**
+   * A snapshot of the supervisor: listeners, generations, workers, reload counts.
+   * **Cancellation**: synchronous; not a checkpoint.
+   */
   status(): SupervisorStatus {
     const t = now();
     const gens = [...this.#generations].sort((a, b) => b.id - a.id);
