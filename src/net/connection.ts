@@ -261,13 +261,13 @@ export class Connection implements AsyncDisposable {
     } else if (chunk.length > 0) {
       this.#chunks.push(chunk);
       this.#queued += chunk.length;
-      if (this.#queued >= PAUSE_AT && this.#flowing) {
-        // Nobody is taking the bytes: stop here and let the kernel and TCP hold the rest.
-        this.#flowing = false;
-        this.socket.pause();
-      }
     }
     this.#wake();
+    if (this.#queued >= PAUSE_AT && this.#flowing) {
+      // Nobody took the bytes: stop here and let the kernel and TCP hold the rest.
+      this.#flowing = false;
+      this.socket.pause();
+    }
   }
 
   #take(max: number): Buffer {
