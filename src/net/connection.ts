@@ -3,9 +3,9 @@
  *
  * Guarantees, and who keeps them:
  * 1. Backpressure is real: nothing is read before the first read asks, and the socket is
- *    paused whenever PAUSE_AT bytes wait unread, so per connection at most PAUSE_AT plus the
- *    stream's high-water mark (or one `readLine`'s `maxBytes`) is ever buffered, whatever the
- *    peer sends; the rest waits in the kernel and TCP slows the peer down.
+ *    paused whenever PAUSE_AT bytes wait unread, so per connection at most PAUSE_AT (or one
+ *    `readLine`'s `maxBytes`) plus the stream's high-water mark plus one socket read is ever
+ *    buffered, whatever the peer sends; the rest waits in the kernel and TCP slows the peer.
  * 2. A cancelled read loses no byte: bytes are handed to a reader only through the commit
  *    protocol, and bytes whose commit is refused go back in front ("cancelled means it did
  *    not happen").
