@@ -215,11 +215,6 @@ export class Listener implements AsyncDisposable {
     return this.#closing;
   }
 
-  /** @internal stops accepting now, without waiting for anything. */
-  stopAccepting(): void {
-    void this.close();
-  }
-
   /** Closes the listener (`await using`). */
   [Symbol.asyncDispose](): Promise<void> {
     return this.close();
