@@ -16,7 +16,8 @@ export interface Diagnostic {
     | 'QUIESCE_SUPPRESSED_ERROR'
     | 'QUIESCE_UNOBSERVED_TASK_ERROR'
     | 'QUIESCE_ABANDONED_PROMISE'
-    | 'QUIESCE_HANDLER_ERROR';
+    | 'QUIESCE_HANDLER_ERROR'
+    | 'QUIESCE_ACCEPT_ERROR';
   readonly message: string;
   readonly task?: string;
   readonly error?: unknown;

@@ -27,6 +27,11 @@ export interface TaskGroupOptions {
   policy?: 'fail-fast' | 'supervise';
   /** Where a supervised child's error goes. Default: a `QUIESCE_HANDLER_ERROR` diagnostic. */
   onError?: (error: unknown, task: Task<unknown>) => void;
+  /**
+   * Cancelling the scope that created the group does not reach the children; only
+   * `group.cancel()` does. For servers that drain on their own terms. Default: false.
+   */
+  shield?: boolean;
 }
 
 let groupIds = 1;
@@ -66,7 +71,7 @@ export class TaskGroup implements AsyncDisposable {
     this.#policy = policy;
     this.#onError = options?.onError;
     const ctx = current();
-    this.scope = new CancelScope(ctx.scope);
+    this.scope = new CancelScope(ctx.scope, options?.shield === true);
     this.#owner = ctx.task;
   }
 

@@ -18,6 +18,7 @@ import { lstatSync, unlinkSync } from 'node:fs';
 import { chmod } from 'node:fs/promises';
 import net from 'node:net';
 import { now } from '../core/clock.ts';
+import { report } from '../core/diagnostics.ts';
 import { ArgumentError } from '../core/errors.ts';
 import { ListenError, NoInheritedSocketError } from './errors.ts';
 import { claimInherited, releaseInherited } from './systemd.ts';
@@ -162,12 +163,13 @@ export class Listener implements AsyncDisposable {
         // fall through to the default report: an accept error must be seen somewhere
       }
     }
-    process.emitWarning(
-      `accept failed on ${describe(this.#address)}: ${e.message}${
+    report({
+      code: 'QUIESCE_ACCEPT_ERROR',
+      message: `accept failed on ${describe(this.#address)}${
         info.suppressed ? ` (${info.suppressed} more since the last report)` : ''
       }`,
-      { code: 'QUIESCE_ACCEPT_ERROR', type: 'QuiesceWarning' },
-    );
+      error: e,
+    });
   }
 
   /**

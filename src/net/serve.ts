@@ -20,7 +20,7 @@
  */
 import type net from 'node:net';
 import { addDeadline, now, removeDeadline } from '../core/clock.ts';
-import { CancelScope, current, runIn } from '../core/context.ts';
+import { current, runIn } from '../core/context.ts';
 import { report } from '../core/diagnostics.ts';
 import { ArgumentError, isCancellation } from '../core/errors.ts';
 import { TaskGroup } from '../core/group.ts';
@@ -180,9 +180,12 @@ export class Server implements AsyncDisposable {
     const ctx = current();
     // Connections live behind a shield: cancelling the task that started the server must
     // drain them (guarantee 5), not cut them off. The group's own scope still cancels them.
-    const shield = new CancelScope(ctx.scope, true);
-    this.#groupCtx = { task: ctx.task, scope: shield, mask: ctx.mask };
-    this.#group = runIn(this.#groupCtx, newGroup, `${this.name}/connections`);
+    this.#group = new TaskGroup({
+      name: `${this.name}/connections`,
+      policy: 'supervise',
+      shield: true,
+    });
+    this.#groupCtx = { task: ctx.task, scope: this.#group.scope, mask: ctx.mask };
     const signal = ctx.scope.signal();
     const onAbort = () => this.#requestStop(this.#drainMs);
     try {
@@ -202,7 +205,6 @@ export class Server implements AsyncDisposable {
       return await this.#stop();
     } finally {
       this.#group.dispose();
-      shield.close();
     }
   }
 
@@ -376,10 +378,6 @@ export class Server implements AsyncDisposable {
 
 function nextTurn(): Promise<void> {
   return new Promise<void>((resolve) => setImmediate(resolve));
-}
-
-function newGroup(name: string): TaskGroup {
-  return new TaskGroup({ name, policy: 'supervise' });
 }
 
 function option(name: string, v: unknown, dflt: number, min: number): number {

@@ -1,4 +1,5 @@
 import assert from 'node:assert/strict';
+import { onDiagnostic } from '../../src/core/index.ts';
 import { execFileSync } from 'node:child_process';
 import { mkdtempSync, rmSync, statSync, writeFileSync, existsSync } from 'node:fs';
 import net from 'node:net';
@@ -208,6 +209,15 @@ describe('listen: accept errors', { timeout: 15_000 }, () => {
       await new Promise((r) => setImmediate(r));
       assert.equal(warnings.length, 1);
       assert.equal(warnings[0].code, 'QUIESCE_ACCEPT_ERROR');
+      // With a diagnostics handler installed, the report goes there instead.
+      const seen: string[] = [];
+      const restore = onDiagnostic((d) => seen.push(d.code));
+      l.server.emit('error', acceptError());
+      await new Promise((r) => setTimeout(r, 150));
+      l.server.emit('error', acceptError());
+      restore();
+      assert.ok(seen.length >= 1 && seen.every((c) => c === 'QUIESCE_ACCEPT_ERROR'), seen.join());
+      assert.equal(warnings.length, 1);
     } finally {
       process.off('warning', onWarning);
       await l.close();
