@@ -11,6 +11,7 @@
  */
 import { run } from '../src/core/index.ts';
 import { listenInherited, serve } from '../src/net/index.ts';
+import { notifyReady } from '../src/supervisor/index.ts';
 
 await run(async () => {
   const host = process.env.HOST ?? '127.0.0.1';
@@ -28,6 +29,9 @@ await run(async () => {
   const where =
     a.kind === 'tcp' ? `${a.host}:${a.port}` : a.kind === 'unix' ? a.path : `fd ${a.fd}`;
   console.error(`hello-server: listening on ${where} (pid ${process.pid})`);
+  // Tell a supervisor (quiesce, or systemd through systemd-notify) that this worker serves;
+  // a no-op when run on its own.
+  await notifyReady();
   // Cancelled by SIGTERM/SIGINT here; `run` then waits for the server task to finish draining.
   await server.wait();
 });
