@@ -9,6 +9,7 @@
  */
 import { QuiesceError } from '../core/index.ts';
 import { type ListenSpec, parseListenSpec } from '../supervisor/address.ts';
+import { MAX_WORKERS } from '../supervisor/supervisor.ts';
 
 /** A mistake on the command line (exit status 2). */
 export class UsageError extends QuiesceError {
@@ -87,6 +88,9 @@ const STOP_OPTS: OptSpec[] = [
   { long: 'help', short: 'h', value: false },
 ];
 
+// Past these, a value is a typo, not a policy (and --workers would exhaust descriptors).
+const MAX_RESTARTS = 1_000_000;
+
 const SIGNALS = ['SIGTERM', 'SIGINT', 'SIGQUIT', 'SIGHUP', 'SIGUSR1', 'SIGUSR2', 'SIGWINCH'];
 
 /**
@@ -103,9 +107,12 @@ export function parseDuration(flag: string, text: string): number {
   return Math.round(Number(m[1]) * unit);
 }
 
-function parseCount(flag: string, text: string, min: number): number {
+function parseCount(flag: string, text: string, min: number, max: number): number {
   if (!/^\d+$/.test(text) || Number(text) < min) {
-    throw new UsageError(`${flag}: "${text}" is not a whole number >= ${min}`);
+    throw new UsageError(`${flag}: "${text}" is not a whole number >= ${min}`, 'run');
+  }
+  if (Number(text) > max) {
+    throw new UsageError(`${flag}: ${text} is more than the maximum, ${max}`, 'run');
   }
   return Number(text);
 }
@@ -245,7 +252,9 @@ function parseRun(argv: readonly string[]): Command {
   return {
     kind: 'run',
     listen,
-    workers: p.opts.has('workers') ? parseCount('--workers', last(p, 'workers')!, 1) : 1,
+    workers: p.opts.has('workers')
+      ? parseCount('--workers', last(p, 'workers')!, 1, MAX_WORKERS)
+      : 1,
     readyTimeoutMs: dur('ready-timeout', 30_000, 1),
     drainTimeoutMs: dur('drain-timeout', 30_000),
     assumeReadyAfterMs:
@@ -253,7 +262,7 @@ function parseRun(argv: readonly string[]): Command {
     readyOnListen: p.opts.has('ready-on-listen'),
     drainSignal,
     maxRestarts: p.opts.has('max-restarts')
-      ? parseCount('--max-restarts', last(p, 'max-restarts')!, 0)
+      ? parseCount('--max-restarts', last(p, 'max-restarts')!, 0, MAX_RESTARTS)
       : 5,
     restartWindowMs: dur('restart-window', 60_000, 1),
     systemd: !p.opts.has('no-systemd'),

@@ -23,7 +23,8 @@ once the new one is ready. SIGTERM/SIGINT drain every worker, then exit (143/130
 Options:
   -l, --listen [NAME=]ADDRESS  a socket for the workers; repeatable. ADDRESS is PORT (all
                                interfaces), IP:PORT, [IPV6]:PORT or unix:/PATH
-  -w, --workers N              workers per generation, sharing the sockets (default 1)
+  -w, --workers N              workers per generation, sharing the sockets (default 1,
+                               at most 1024)
       --ready-timeout DUR      how long a new worker may take to report ready (default 30s)
       --drain-timeout DUR      how long a draining worker may take before SIGKILL (default 30s)
       --drain-signal SIG       the signal that asks a worker to drain (default SIGTERM)

@@ -22,6 +22,7 @@
  * 6. `stop` drains every worker at once, then closes the sockets and the control channel. If
  *    the process exits without `stop` (a forced exit), every live worker gets SIGKILL.
  */
+import { readFileSync } from 'node:fs';
 import { constants as osConstants } from 'node:os';
 import {
   all,
@@ -227,6 +228,24 @@ const READY_ON_LISTEN = `--import=${
     .href
 }`;
 
+/** The most workers a generation may have (`workers`, `--workers`). */
+export const MAX_WORKERS = 1024;
+
+/** `worker 4242`, or `worker` for one that never started. */
+function who(p: WorkerProcess): string {
+  return p.pid === undefined ? 'worker' : `worker ${p.pid}`;
+}
+
+/** The soft limit on open files (`ulimit -n`), or null where /proc does not say. */
+function openFileLimit(): number | null {
+  try {
+    const m = /^Max open files\s+(\d+)/m.exec(readFileSync('/proc/self/limits', 'utf8'));
+    return m ? Number(m[1]) : null;
+  } catch {
+    return null;
+  }
+}
+
 const BACKOFF_BASE_MS = 100;
 const BACKOFF_MAX_MS = 10_000;
 const KILL_WAIT_MS = 5_000;
@@ -260,10 +279,11 @@ function ms(name: string, v: unknown, dflt: number, min = 0): number {
   return v;
 }
 
-function int(name: string, v: unknown, dflt: number, min: number): number {
+function int(name: string, v: unknown, dflt: number, min: number, max = Infinity): number {
   if (v === undefined) return dflt;
-  if (typeof v !== 'number' || !Number.isInteger(v) || v < min) {
-    throw new ArgumentError(`${name} must be an integer >= ${min}, got ${String(v)}`);
+  if (typeof v !== 'number' || !Number.isInteger(v) || v < min || v > max) {
+    const range = max === Infinity ? `>= ${min}` : `from ${min} to ${max}`;
+    throw new ArgumentError(`${name} must be an integer ${range}, got ${String(v)}`);
   }
   return v;
 }
@@ -284,7 +304,7 @@ function normalize(o: SupervisorOptions): Normalized {
     args: [...(o.args ?? [])],
     specs: (o.listen ?? []).map((s) => (typeof s === 'string' ? parseListenSpec(s) : s)),
     systemd: o.systemd !== false,
-    workers: int('workers', o.workers, 1, 1),
+    workers: int('workers', o.workers, 1, 1, MAX_WORKERS),
     readyTimeoutMs: ms('readyTimeoutMs', o.readyTimeoutMs, 30_000, 1),
     drainTimeoutMs: ms('drainTimeoutMs', o.drainTimeoutMs, 30_000),
     assumeReadyAfterMs:
@@ -376,6 +396,16 @@ export class Supervisor implements AsyncDisposable {
       }
     }
     this.#command = resolveCommand(o.command, o.env, o.cwd);
+    // During a reload both generations hold a readiness pipe per worker; a spawn past the
+    // limit fails (the reload fails cleanly), but saying so now saves a puzzled operator.
+    const limit = openFileLimit();
+    const needed = 2 * o.workers + 32;
+    if (limit !== null && needed > limit) {
+      o.log(
+        `warning: ${o.workers} workers need about ${needed} open files during a reload, ` +
+          `but the limit is ${limit} (ulimit -n): reloads may fail`,
+      );
+    }
     this.#group = new TaskGroup({
       name: 'supervisor',
       policy: 'supervise',
@@ -470,8 +500,17 @@ export class Supervisor implements AsyncDisposable {
     this.#generations.add(gen);
     const t0 = now();
     const previous = this.#current;
-    const members = gen.slots.map((s) => this.#startWorker(gen, s));
-    o.log(`generation ${gen.id} starting: pid ${members.map((m) => m.proc.pid ?? '?').join(', ')}`);
+    const members: Member[] = [];
+    for (const s of gen.slots) {
+      const m = this.#startWorker(gen, s);
+      members.push(m);
+      // A spawn that failed (no pid: EMFILE, EAGAIN, …) fails the generation; the other
+      // workers would fail alike, so none is started.
+      if (m.proc.pid === undefined) break;
+    }
+    o.log(
+      `generation ${gen.id} starting: pid ${members.map((m) => m.proc.pid ?? '(not started)').join(', ')}`,
+    );
     let ready: true | undefined;
     try {
       ready = await timeout(o.readyTimeoutMs, async () => {
@@ -604,7 +643,7 @@ export class Supervisor implements AsyncDisposable {
     if (m.gen !== this.#current) return;
     m.exitHandled = true;
     const o = this.#o;
-    o.log(`worker ${m.proc.pid} of generation ${m.gen.id} ${describeExit(m.proc.exit)}`);
+    o.log(`${who(m.proc)} of generation ${m.gen.id} ${describeExit(m.proc.exit)}`);
     const slot = m.slot;
     const t = now();
     slot.crashes = slot.crashes.filter((c) => t - c < o.restartWindowMs);
@@ -631,7 +670,9 @@ export class Supervisor implements AsyncDisposable {
     slot.restarts++;
     const m = this.#startWorker(gen, slot);
     slot.state = 'running';
-    this.#o.log(`restarting worker slot ${slot.index} of generation ${gen.id}: pid ${m.proc.pid}`);
+    this.#o.log(
+      `restarting worker slot ${slot.index} of generation ${gen.id}: pid ${m.proc.pid ?? '(not started)'}`,
+    );
     let ok: true | undefined;
     try {
       ok = await timeout(this.#o.readyTimeoutMs, async () => {

@@ -15,6 +15,9 @@
  *    waiter that is cancelled leaves nothing behind.
  * 5. Readiness is monotonic: once ready, a worker stays ready until it exits; an exit before
  *    `READY=1` makes `waitReady` throw `WorkerNotReadyError`.
+ * 6. A process that cannot be spawned (`EMFILE`, `EAGAIN`, a missing cwd, …) is a worker that
+ *    ended at once: no pid, `exit.error` says why in words. Nothing throws out of an event
+ *    handler, so the supervisor lives on.
  */
 import { type ChildProcess, spawn } from 'node:child_process';
 import { addDeadline, type Deadline, now, removeDeadline } from '../core/clock.ts';
@@ -51,6 +54,8 @@ export interface WorkerSpec {
   readonly assumeReadyAfterMs?: number;
   /** A Node option (`--import=…`) added to `NODE_OPTIONS`, e.g. the ready-on-listen preload. */
   readonly nodePreload?: string;
+  /** Appended to the error when the worker exits with status 0 before it said `READY=1`. */
+  readonly notReadyHint?: string;
 }
 
 // Variables that belong to the supervisor's own parent and must not reach a worker.
@@ -71,17 +76,19 @@ export class WorkerProcess {
   exit: WorkerExit | null = null;
   /** The last `STATUS=` line the worker wrote. */
   status: string | null = null;
-  readonly #child: ChildProcess;
+  readonly #child: ChildProcess | null;
   readonly #readyWaiters = new Set<Waiter<boolean>>();
   readonly #exitWaiters = new Set<Waiter<WorkerExit>>();
   #assume: Deadline | null = null;
   #buffer = '';
+  readonly #hint: string | undefined;
 
   constructor(spec: WorkerSpec) {
     this.generation = spec.generation;
     this.slot = spec.slot;
     this.startedAt = now();
     this.startedWallMs = Date.now();
+    this.#hint = spec.notReadyHint;
     const n = spec.listeners.length;
     const env: NodeJS.ProcessEnv = { ...spec.env };
     for (const k of PRIVATE_ENV) delete env[k];
@@ -98,22 +105,34 @@ export class WorkerProcess {
       env.NODE_OPTIONS = `${env.NODE_OPTIONS ?? ''} ${spec.nodePreload}`.trim();
       env.QUIESCE_PRELOAD = spec.nodePreload;
     }
-    this.#child = spawn(
-      '/bin/sh',
-      ['-c', EXEC_WRAPPER, 'quiesce-exec', spec.command, ...spec.args],
-      {
+    let child: ChildProcess | null = null;
+    try {
+      child = spawn('/bin/sh', ['-c', EXEC_WRAPPER, 'quiesce-exec', spec.command, ...spec.args], {
         stdio: ['ignore', 'inherit', 'inherit', ...spec.listeners.map((l) => l.fd), 'pipe'],
         env,
         cwd: spec.cwd,
         // Its own session: a Ctrl-C in the terminal reaches the supervisor only, which then
         // drains the workers in order instead of the terminal killing them mid-request.
         detached: true,
-      },
-    );
-    this.pid = this.#child.pid;
-    this.#child.once('exit', (code, signal) => this.#exited({ code, signal }));
-    this.#child.once('error', (e) => this.#exited({ code: null, signal: null, error: e.message }));
-    const pipe = this.#child.stdio[3 + n];
+      });
+    } catch (e) {
+      // Most spawn failures arrive as an 'error' event; a few are thrown (E2BIG, EINVAL, …).
+      this.#child = null;
+      this.pid = undefined;
+      this.#exited({ code: null, signal: null, error: spawnProblem(e) });
+      return;
+    }
+    this.#child = child;
+    this.pid = child.pid;
+    child.once('exit', (code, signal) => this.#exited({ code, signal }));
+    // Persistent, not `once`: a later 'error' (a failed kill) must not go unhandled. Only a
+    // process that never started (no pid) ends here; a running one ends with 'exit'.
+    child.on('error', (e) => {
+      if (child.pid === undefined)
+        this.#exited({ code: null, signal: null, error: spawnProblem(e) });
+    });
+    // stdio is null when the spawn failed before its pipes were set up (EMFILE, ENFILE).
+    const pipe = child.stdio?.[3 + n];
     if (pipe && 'setEncoding' in pipe) {
       pipe.setEncoding('utf8');
       pipe.on('data', (d: string) => this.#onData(d));
@@ -156,7 +175,7 @@ export class WorkerProcess {
     this.state = 'exited';
     if (this.#assume) removeDeadline(this.#assume);
     this.#assume = null;
-    for (const s of this.#child.stdio) s?.destroy();
+    for (const s of this.#child?.stdio ?? []) s?.destroy();
     for (const w of this.#readyWaiters) w.commit(false);
     this.#readyWaiters.clear();
     for (const w of this.#exitWaiters) w.commit(e);
@@ -184,11 +203,11 @@ export class WorkerProcess {
       });
     }
     if (!ok) {
-      throw new WorkerNotReadyError(
-        this.generation,
-        this.pid,
-        `${describeExit(this.exit)} before it was ready`,
-      );
+      const e = this.exit;
+      const why = e?.error
+        ? describeExit(e)
+        : `${describeExit(e)} before it was ready${e?.code === 0 ? (this.#hint ?? '') : ''}`;
+      throw new WorkerNotReadyError(this.generation, this.pid, why);
     }
   }
 
@@ -211,11 +230,28 @@ export class WorkerProcess {
   kill(signal: NodeJS.Signals): boolean {
     if (this.exit || this.pid === undefined) return false;
     try {
-      return this.#child.kill(signal);
+      return this.#child?.kill(signal) ?? false;
     } catch {
       return false;
     }
   }
+}
+
+const SPAWN_HINTS: Record<string, string> = {
+  EMFILE: 'too many open files in the supervisor (raise `ulimit -n`, or run fewer --workers)',
+  ENFILE: 'the system is out of file descriptors',
+  EAGAIN: 'the system refused a new process (process limit reached? see `ulimit -u`)',
+  ENOMEM: 'not enough memory to start a process',
+  ENOENT: '/bin/sh or the working directory does not exist',
+  EACCES: 'permission denied (/bin/sh or the working directory)',
+};
+
+/** A spawn failure in words, with its errno: `too many open files … (EMFILE)`. */
+function spawnProblem(e: unknown): string {
+  const code = (e as NodeJS.ErrnoException)?.code;
+  const hint = code ? SPAWN_HINTS[code] : undefined;
+  if (hint) return `${hint} (${code})`;
+  return (e as Error)?.message ?? String(e);
 }
 
 /**
@@ -225,7 +261,7 @@ export class WorkerProcess {
  */
 export function describeExit(e: WorkerExit | null): string {
   if (!e) return 'is still running';
-  if (e.error) return `could not be started (${e.error})`;
+  if (e.error) return `could not be started: ${e.error}`;
   if (e.signal) return `was killed by ${e.signal}`;
   return `exited with status ${e.code}`;
 }

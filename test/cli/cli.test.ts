@@ -119,6 +119,7 @@ test('argument mistakes are UsageErrors naming the word', () => {
     [['run', '--listen'], /--listen needs a value/],
     [['run', '-l', '8080'], /missing the worker command/],
     [['run', '--workers', '0', 'x'], /--workers: "0" is not a whole number >= 1/],
+    [['run', '--workers', '100000', 'x'], /--workers: 100000 is more than the maximum, 1024/],
     [['run', '--ready-timeout', 'soon', 'x'], /not a duration/],
     [['run', '--drain-signal', 'SIGFOO', 'x'], /--drain-signal: use one of/],
     [['run', '--control', '/a', '--no-control', 'x'], /contradict/],

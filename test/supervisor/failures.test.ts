@@ -3,10 +3,19 @@
  * killed under the supervisor, a crash loop, a worker that will not drain.
  */
 import assert from 'node:assert/strict';
-import { writeFileSync } from 'node:fs';
+import { spawnSync } from 'node:child_process';
+import { existsSync, readdirSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { test } from 'node:test';
-import { hello, load, startSupervisor, tempDir, until, checkNoLeftovers } from './helpers.ts';
+import {
+  checkNoLeftovers,
+  hello,
+  load,
+  runCli,
+  startSupervisor,
+  tempDir,
+  until,
+} from './helpers.ts';
 
 checkNoLeftovers();
 
@@ -130,4 +139,65 @@ test('a draining worker that ignores SIGTERM is killed after --drain-timeout', {
   await sup.waitFor(new RegExp(`worker ${oldPid} still running after 300 ms of drain: SIGKILL`));
   await until(() => gone(oldPid), 5000, 'the stubborn worker to die');
   assert.equal(await hello(sup.port), 'ok');
+});
+
+/** Sets this process's soft limit on open files through python's prlimit (Linux). */
+function setOpenFileLimit(pid: number, soft: number | null): void {
+  const code =
+    'import resource, sys\n' +
+    'pid = int(sys.argv[1]); _, hard = resource.prlimit(pid, resource.RLIMIT_NOFILE)\n' +
+    'soft = hard if sys.argv[2] == "hard" else int(sys.argv[2])\n' +
+    'resource.prlimit(pid, resource.RLIMIT_NOFILE, (soft, hard))';
+  const r = spawnSync('python3', ['-c', code, String(pid), soft === null ? 'hard' : String(soft)]);
+  assert.equal(r.status, 0, String(r.stderr));
+}
+
+const python = spawnSync('python3', ['--version']).status === 0;
+
+test('a worker that cannot be spawned (EMFILE) fails the reload with exit 1; the supervisor and the old generation live on', {
+  timeout: 30_000,
+  skip: !python && 'needs python3 (prlimit)',
+}, async (t) => {
+  const dir = tempDir(t);
+  const sup = await startSupervisor({ t, dir, args: ['--workers', '2'] });
+  const old = sup.workerPids();
+  // Leave room for the control connection's accept and little else: the spawns hit EMFILE.
+  const top = Math.max(...readdirSync(`/proc/${sup.pid}/fd`).map(Number));
+  setOpenFileLimit(sup.pid, top + 2);
+  const failed = await runCli(['reload', '--control', sup.control]);
+  setOpenFileLimit(sup.pid, null);
+  assert.equal(failed.code, 1, failed.stderr);
+  assert.match(
+    failed.stderr,
+    /^quiesce: reload failed: worker of generation 2 could not be started: too many open files in the supervisor \(raise `ulimit -n`, or run fewer --workers\) \(EMFILE\); generation 1 keeps serving\n$/,
+  );
+  assert.equal(await hello(sup.port), 'ok');
+  for (const pid of old) assert.ok(!gone(pid), 'the old generation still runs');
+  const again = await sup.request('reload');
+  assert.ok(again.ok, `${JSON.stringify(again)}\n${sup.stderr()}`);
+  assert.equal((again.reload as { generation: number }).generation, 3);
+  assert.doesNotMatch(sup.stderr(), /TypeError|\n\s+at /);
+});
+
+test('a spawn failure at start-up is one clear line and a clean exit 1: no worker, no control socket left', {
+  timeout: 30_000,
+}, async (t) => {
+  const dir = tempDir(t);
+  // 100 readiness pipes cannot fit under 64 descriptors: some spawn fails with EMFILE.
+  const sup = await startSupervisor({
+    t,
+    dir,
+    args: ['--workers', '100'],
+    wrapper: ['/bin/sh', '-c', 'ulimit -n 64 && exec "$@"', 'sh'],
+    until: null,
+  });
+  assert.equal(await sup.exited, 1);
+  const lines = sup.stderr().trimEnd().split('\n');
+  assert.match(
+    lines[lines.length - 1],
+    /^quiesce: worker of generation 1 could not be started: too many open files .*\(EMFILE\)$/,
+  );
+  assert.doesNotMatch(sup.stderr(), /\n\s+at /);
+  assert.ok(!existsSync(sup.control), 'the control socket is removed');
+  for (const pid of sup.workerPids()) assert.ok(gone(pid), `worker ${pid} was stopped`);
 });

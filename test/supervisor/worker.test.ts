@@ -55,3 +55,30 @@ test('a worker that exits before READY=1 makes waitReady throw WorkerNotReadyErr
   });
   assert.deepEqual(await w.waitExit(), { code: 7, signal: null });
 });
+
+test('a worker that cannot be spawned ends at once: no pid, waitReady says why, kill is a no-op', {
+  timeout: 15_000,
+}, async () => {
+  const before = snapshotResources();
+  const w = new WorkerProcess({
+    command: '/bin/sh',
+    args: ['-c', 'exit 0'],
+    env: cleanEnv(),
+    cwd: '/nonexistent/quiesce-test-dir',
+    listeners: [],
+    generation: 3,
+    slot: 0,
+  });
+  await assert.rejects(w.waitReady(), (e: unknown) => {
+    assert.ok(e instanceof WorkerNotReadyError);
+    assert.equal(
+      e.message,
+      'worker of generation 3 could not be started: /bin/sh or the working directory does not exist (ENOENT)',
+    );
+    return true;
+  });
+  assert.equal(w.pid, undefined);
+  assert.equal(w.state, 'exited');
+  assert.equal(w.kill('SIGTERM'), false);
+  await assertNoLeaks(before, 2000);
+});
