@@ -1,5 +1,5 @@
 import assert from 'node:assert/strict';
-import { afterEach, beforeEach, describe, test } from 'node:test';
+import { describe, test } from 'node:test';
 import {
   attempt,
   dumpTasks,
@@ -10,17 +10,9 @@ import {
   spawn,
   timeout,
 } from '../../src/core/index.ts';
-import {
-  assertNoLeaks,
-  type ResourceSnapshot,
-  snapshotResources,
-} from '../../src/testing/index.ts';
+import { checkLeaks } from '../helpers/leaks.ts';
 
-let before: ResourceSnapshot;
-beforeEach(() => {
-  before = snapshotResources();
-});
-afterEach(() => assertNoLeaks(before));
+checkLeaks();
 
 describe('rule 3 of seeds/004: never eat another’s asynchronous exception', {
   timeout: 10_000,

@@ -1,5 +1,5 @@
 import assert from 'node:assert/strict';
-import { afterEach, beforeEach, describe, test } from 'node:test';
+import { describe, test } from 'node:test';
 import {
   all,
   concurrently,
@@ -12,18 +12,10 @@ import {
   withTaskGroup,
 } from '../../src/core/index.ts';
 import { rootScope } from '../../src/core/context.ts';
-import {
-  assertNoLeaks,
-  injectCancellation,
-  type ResourceSnapshot,
-  snapshotResources,
-} from '../../src/testing/index.ts';
+import { injectCancellation } from '../../src/testing/index.ts';
+import { checkLeaks } from '../helpers/leaks.ts';
 
-let before: ResourceSnapshot;
-beforeEach(() => {
-  before = snapshotResources();
-});
-afterEach(() => assertNoLeaks(before));
+checkLeaks();
 
 describe('task groups', { timeout: 10_000 }, () => {
   test('fail-fast: the first error cancels the siblings and is rethrown', async () => {

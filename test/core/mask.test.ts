@@ -1,5 +1,5 @@
 import assert from 'node:assert/strict';
-import { afterEach, beforeEach, describe, test } from 'node:test';
+import { describe, test } from 'node:test';
 import { block, pollCancel, type Waiter } from '../../src/core/context.ts';
 import {
   andFinally,
@@ -15,18 +15,10 @@ import {
   spawn,
   uninterruptibleMask,
 } from '../../src/core/index.ts';
-import {
-  assertNoLeaks,
-  injectCancellation,
-  type ResourceSnapshot,
-  snapshotResources,
-} from '../../src/testing/index.ts';
+import { injectCancellation } from '../../src/testing/index.ts';
+import { checkLeaks } from '../helpers/leaks.ts';
 
-let before: ResourceSnapshot;
-beforeEach(() => {
-  before = snapshotResources();
-});
-afterEach(() => assertNoLeaks(before));
+checkLeaks();
 
 /** The smallest MVar the book's examples need: take blocks only when empty. */
 class Box<T> {

@@ -1,6 +1,6 @@
 /** Guarantees that an adversarial review found broken once, pinned so they stay kept. */
 import assert from 'node:assert/strict';
-import { afterEach, beforeEach, describe, test } from 'node:test';
+import { describe, test } from 'node:test';
 import { type Clock, installClock, systemClock } from '../../src/core/clock.ts';
 import {
   checkpoint,
@@ -12,18 +12,10 @@ import {
   uninterruptibleMask,
   withTaskGroup,
 } from '../../src/core/index.ts';
-import {
-  assertCheckpoints,
-  assertNoLeaks,
-  type ResourceSnapshot,
-  snapshotResources,
-} from '../../src/testing/index.ts';
+import { assertCheckpoints } from '../../src/testing/index.ts';
+import { checkLeaks } from '../helpers/leaks.ts';
 
-let before: ResourceSnapshot;
-beforeEach(() => {
-  before = snapshotResources();
-});
-afterEach(() => assertNoLeaks(before));
+checkLeaks();
 
 describe('kept guarantees', { timeout: 10_000 }, () => {
   test('await using in a cancelled scope waits for the child, and the timeout catches its own expiry', async () => {

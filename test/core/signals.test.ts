@@ -1,6 +1,6 @@
 import assert from 'node:assert/strict';
 import { setTimeout as delay } from 'node:timers/promises';
-import { afterEach, beforeEach, describe, test } from 'node:test';
+import { describe, test } from 'node:test';
 import {
   adopt,
   cancelScope,
@@ -13,17 +13,9 @@ import {
   uninterruptibleMask,
   withSignal,
 } from '../../src/core/index.ts';
-import {
-  assertNoLeaks,
-  type ResourceSnapshot,
-  snapshotResources,
-} from '../../src/testing/index.ts';
+import { checkLeaks } from '../helpers/leaks.ts';
 
-let before: ResourceSnapshot;
-beforeEach(() => {
-  before = snapshotResources();
-});
-afterEach(() => assertNoLeaks(before));
+checkLeaks();
 
 describe('AbortSignal interop', { timeout: 10_000 }, () => {
   test('the current signal aborts when the scope is cancelled, with the Cancelled as reason', async () => {

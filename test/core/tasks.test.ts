@@ -1,5 +1,5 @@
 import assert from 'node:assert/strict';
-import { afterEach, beforeEach, describe, test } from 'node:test';
+import { describe, test } from 'node:test';
 import {
   currentTask,
   isCancellation,
@@ -8,17 +8,9 @@ import {
   type Task,
   TaskCancelledError,
 } from '../../src/core/index.ts';
-import {
-  assertNoLeaks,
-  type ResourceSnapshot,
-  snapshotResources,
-} from '../../src/testing/index.ts';
+import { checkLeaks } from '../helpers/leaks.ts';
 
-let before: ResourceSnapshot;
-beforeEach(() => {
-  before = snapshotResources();
-});
-afterEach(() => assertNoLeaks(before));
+checkLeaks();
 
 describe('tasks', { timeout: 10_000 }, () => {
   test('wait returns the value and rethrows the error', async () => {

@@ -1,5 +1,5 @@
 import assert from 'node:assert/strict';
-import { afterEach, beforeEach, describe, test } from 'node:test';
+import { describe, test } from 'node:test';
 import { pendingDeadlines } from '../../src/core/clock.ts';
 import {
   cancelScope,
@@ -13,18 +13,10 @@ import {
   timeoutAtOrThrow,
   timeoutOrThrow,
 } from '../../src/core/index.ts';
-import {
-  assertNoLeaks,
-  type ResourceSnapshot,
-  snapshotResources,
-  useTestClock,
-} from '../../src/testing/index.ts';
+import { useTestClock } from '../../src/testing/index.ts';
+import { checkLeaks } from '../helpers/leaks.ts';
 
-let before: ResourceSnapshot;
-beforeEach(() => {
-  before = snapshotResources();
-});
-afterEach(() => assertNoLeaks(before));
+checkLeaks();
 
 describe('timeout: the five rules of the book chapter', { timeout: 10_000 }, () => {
   test('rule 1: ms < 0 never expires and returns the value', async () => {

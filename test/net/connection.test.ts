@@ -1,5 +1,5 @@
 import assert from 'node:assert/strict';
-import { afterEach, beforeEach, describe, test } from 'node:test';
+import { describe, test } from 'node:test';
 import { isCancellation, spawn } from '../../src/core/index.ts';
 import {
   ConcurrentReadError,
@@ -9,19 +9,11 @@ import {
   LineTooLongError,
 } from '../../src/net/index.ts';
 import { after, select } from '../../src/sync/index.ts';
-import {
-  assertNoLeaks,
-  injectCancellation,
-  type ResourceSnapshot,
-  snapshotResources,
-} from '../../src/testing/index.ts';
+import { injectCancellation } from '../../src/testing/index.ts';
 import { collect, delay, pair } from './helpers.ts';
+import { checkLeaks } from '../helpers/leaks.ts';
 
-let before: ResourceSnapshot;
-beforeEach(() => {
-  before = snapshotResources();
-});
-afterEach(() => assertNoLeaks(before));
+checkLeaks();
 
 describe('Connection reads', { timeout: 20_000 }, () => {
   test('read returns the bytes that arrived, then null at the peer EOF', async () => {

@@ -3,22 +3,14 @@
  * lands on, the promised end state holds and nothing leaks (tasks, deadlines, sockets, timers).
  */
 import assert from 'node:assert/strict';
-import { afterEach, beforeEach, describe, test } from 'node:test';
+import { describe, test } from 'node:test';
 import { adopt, bracket, sleep } from '../../src/core/index.ts';
 import { listen, type Server, serve } from '../../src/net/index.ts';
-import {
-  assertNoLeaks,
-  injectCancellation,
-  type ResourceSnapshot,
-  snapshotResources,
-} from '../../src/testing/index.ts';
+import { injectCancellation } from '../../src/testing/index.ts';
 import { converse, type Seen } from './helpers.ts';
+import { checkLeaks } from '../helpers/leaks.ts';
 
-let before: ResourceSnapshot;
-beforeEach(() => {
-  before = snapshotResources();
-});
-afterEach(() => assertNoLeaks(before));
+checkLeaks();
 
 describe('invariants under cancellation', { timeout: 60_000 }, () => {
   test('cancelling the owner at any checkpoint drains its server: conversations complete, nothing leaks', async () => {

@@ -5,22 +5,14 @@ import { mkdtempSync, rmSync, statSync, writeFileSync, existsSync } from 'node:f
 import net from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { after, afterEach, beforeEach, describe, test } from 'node:test';
+import { after, describe, test } from 'node:test';
 import { ArgumentError } from '../../src/core/index.ts';
 import { ListenError, ListenerInUseError, listen, serve } from '../../src/net/index.ts';
-import {
-  assertNoLeaks,
-  type ResourceSnapshot,
-  snapshotResources,
-  useTestClock,
-} from '../../src/testing/index.ts';
+import { useTestClock } from '../../src/testing/index.ts';
 import { collect, converse } from './helpers.ts';
+import { checkLeaks } from '../helpers/leaks.ts';
 
-let before: ResourceSnapshot;
-beforeEach(() => {
-  before = snapshotResources();
-});
-afterEach(() => assertNoLeaks(before));
+checkLeaks();
 
 const dir = mkdtempSync(join(tmpdir(), 'quiesce-net-'));
 after(() => rmSync(dir, { recursive: true, force: true }));

@@ -1,18 +1,4 @@
-import { afterEach, beforeEach } from 'node:test';
-import {
-  assertNoLeaks,
-  type ResourceSnapshot,
-  snapshotResources,
-} from '../../src/testing/index.ts';
-
-/** Every test in the file must leave no task, deadline, timer or handle behind. */
-export function checkLeaks(): void {
-  let before: ResourceSnapshot;
-  beforeEach(() => {
-    before = snapshotResources();
-  });
-  afterEach(() => assertNoLeaks(before));
-}
+export { checkLeaks } from '../helpers/leaks.ts';
 
 /** Lets queued promise continuations run: `n` microtask turns. */
 export async function turns(n = 10): Promise<void> {
