@@ -18,7 +18,7 @@ import { tmpdir } from 'node:os';
 import { dirname, join } from 'node:path';
 import { adopt } from '../core/index.ts';
 import { ControlSocketError } from './errors.ts';
-import { isStaleSocket } from './listeners.ts';
+import { isStaleSocket, socketDirProblem } from './listeners.ts';
 
 /** A request on the control socket. */
 export interface ControlRequest {
@@ -97,6 +97,12 @@ export class ControlServer {
     handler: Handler,
   ): Promise<ControlServer> {
     if (privateParent) privateDir(dirname(path));
+    else {
+      const problem = socketDirProblem(path);
+      if (problem) {
+        throw new ControlSocketError(`cannot open control socket ${path}: ${problem.why}`);
+      }
+    }
     let exists = false;
     try {
       exists = lstatSync(path) !== undefined;
@@ -123,9 +129,13 @@ export class ControlServer {
     await adopt(
       new Promise<void>((resolve, reject) => {
         server.once('listening', resolve);
-        server.once('error', (e) =>
-          reject(new ControlSocketError(`cannot open control socket ${path}: ${e.message}`)),
-        );
+        server.once('error', (e: NodeJS.ErrnoException) => {
+          const why =
+            e.code === 'EACCES'
+              ? `permission denied (you cannot create files in ${dirname(path)})`
+              : e.message;
+          reject(new ControlSocketError(`cannot open control socket ${path}: ${why}`));
+        });
       }),
     );
     chmodSync(path, 0o600);

@@ -15,8 +15,9 @@
  * 4. A failure leaves nothing bound: what was bound before it is closed again.
  */
 import { spawn } from 'node:child_process';
-import { lstatSync, unlinkSync } from 'node:fs';
+import { lstatSync, statSync, unlinkSync } from 'node:fs';
 import * as net from 'node:net';
+import { dirname } from 'node:path';
 import { getSystemErrorName } from 'node:util';
 import { adopt } from '../core/index.ts';
 import { formatAddress, type ListenSpec } from './address.ts';
@@ -113,15 +114,44 @@ export class ListenerSet {
 
 const HINTS: Record<string, string> = {
   EADDRINUSE: 'address already in use (is another server running on it?)',
-  EACCES: 'permission denied (ports below 1024 need privileges; check the socket directory)',
+  EACCES: 'permission denied (ports below 1024 need privileges)',
   EADDRNOTAVAIL: 'the address is not available on this machine',
-  ENOENT: 'the directory of the socket does not exist',
   EINVAL: 'invalid address',
 };
 
-function listenError(address: string, errno: number | string): ListenError {
+const UNIX_HINTS: Record<string, string> = {
+  EACCES: 'permission denied (you cannot create files in the directory of the socket)',
+  ENOENT: 'the directory of the socket does not exist',
+  ENOTDIR: 'a component of the path is not a directory',
+  EROFS: 'the file system is read-only',
+};
+
+function listenError(address: string, errno: number | string, unix = false): ListenError {
   const name = typeof errno === 'number' ? getSystemErrorName(errno) : errno;
-  return new ListenError(address, name, HINTS[name] ?? 'the system refused it');
+  const hint = (unix ? UNIX_HINTS[name] : undefined) ?? HINTS[name];
+  return new ListenError(address, name, hint ?? 'the system refused it');
+}
+
+/**
+ * @internal Why a unix socket cannot be created at `path` because of its directory, or null.
+ * Checked before binding: bind(2) reports a missing directory as ENOENT or, on some systems,
+ * EACCES, which would send the user looking for a permission problem.
+ */
+export function socketDirProblem(path: string): { errno: string; why: string } | null {
+  const dir = dirname(path);
+  let st: ReturnType<typeof statSync>;
+  try {
+    st = statSync(dir);
+  } catch (e) {
+    const code = (e as NodeJS.ErrnoException).code;
+    if (code === 'ENOENT') return { errno: 'ENOENT', why: `the directory ${dir} does not exist` };
+    if (code === 'ENOTDIR') {
+      return { errno: 'ENOTDIR', why: `a component of ${dir} is not a directory` };
+    }
+    return null; // EACCES and the like: bind(2) says it better
+  }
+  if (!st.isDirectory()) return { errno: 'ENOTDIR', why: `${dir} is not a directory` };
+  return null;
 }
 
 function bindTcp(spec: ListenSpec & { address: { kind: 'tcp' } }): OwnedListener {
@@ -148,6 +178,8 @@ function bindTcp(spec: ListenSpec & { address: { kind: 'tcp' } }): OwnedListener
 async function bindUnix(spec: ListenSpec & { address: { kind: 'unix' } }): Promise<OwnedListener> {
   const { path } = spec.address;
   const shown = formatAddress(spec.address);
+  const dirProblem = socketDirProblem(path);
+  if (dirProblem) throw new ListenError(shown, dirProblem.errno, dirProblem.why);
   for (let attempt = 0; ; attempt++) {
     const h = createServerHandle(path, -1, -1);
     if (typeof h !== 'number') return new OwnedListener(spec.name, shown, 'bound', h, h.fd, path);
@@ -168,7 +200,7 @@ async function bindUnix(spec: ListenSpec & { address: { kind: 'unix' } }): Promi
         throw new ListenError(shown, name, 'the path exists and is not a socket');
       }
     }
-    throw listenError(shown, h);
+    throw listenError(shown, h, true);
   }
 }
 

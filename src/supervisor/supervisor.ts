@@ -412,15 +412,17 @@ export class Supervisor implements AsyncDisposable {
       onError: (e, t) => o.log(`internal error in ${t.name}: ${(e as Error)?.message ?? e}`),
     });
     process.on('exit', this.#exitHook);
-    this.#listeners = await bindListeners(o.specs, { env: o.env, systemd: o.systemd });
-    for (const l of this.#listeners.listeners) {
-      const how = l.origin === 'systemd' ? 'from systemd' : 'listening';
-      o.log(`${how} on ${l.address} as fd ${3 + this.#listeners.listeners.indexOf(l)} (${l.name})`);
-    }
+    // The control socket first: a second supervisor on the same path is refused before it
+    // binds (and so takes away) anyone's ports.
     if (o.control !== false) {
       this.#control = await ControlServer.open(o.control, o.privateControlDir, (req) =>
         this.#answer(req),
       );
+    }
+    this.#listeners = await bindListeners(o.specs, { env: o.env, systemd: o.systemd });
+    for (const l of this.#listeners.listeners) {
+      const how = l.origin === 'systemd' ? 'from systemd' : 'listening';
+      o.log(`${how} on ${l.address} as fd ${3 + this.#listeners.listeners.indexOf(l)} (${l.name})`);
     }
     await this.#reloadOnce();
     this.#state = 'running';

@@ -190,40 +190,52 @@ test('the CLI reports user mistakes in one line with the right exit status, neve
   await new Promise<void>((r) => busy.listen(0, '127.0.0.1', r));
   t.after(() => new Promise<void>((r) => busy.close(() => r())));
   const port = (busy.address() as net.AddressInfo).port;
-  const ctl = ['--control', join(dir, 'c.sock')];
+  // A control path per case: the cases run at once, and each opens its control socket first.
+  let nCtl = 0;
+  const ctl = () => ['--control', join(dir, `c${nCtl++}.sock`)];
   const cases: [string[], number, RegExp][] = [
     [['--help'], 0, /^quiesce — zero-downtime restarts/],
     [['run', '--help'], 0, /^Usage: quiesce run/],
     [['--version'], 0, /^\d+\.\d+\.\d+/],
     [['run', '--bogus', 'x'], 2, /^quiesce: unknown option --bogus\nTry 'quiesce run --help'\.$/],
     [['run', '--listen', '300.1.1.1:80', 'x'], 2, /bad listen address "300\.1\.1\.1:80"/],
-    [['run', ...ctl, '--', NODE, '-e', '0'], 2, /nothing to listen on: pass --listen/],
+    [['run', ...ctl(), '--', NODE, '-e', '0'], 2, /nothing to listen on: pass --listen/],
     [
-      ['run', '--listen', `127.0.0.1:${port}`, ...ctl, '--', NODE, '-e', '0'],
+      ['run', '--listen', `127.0.0.1:${port}`, ...ctl(), '--', NODE, '-e', '0'],
       1,
       new RegExp(
         `cannot listen on 127\\.0\\.0\\.1:${port}: address already in use .*\\(EADDRINUSE\\)`,
       ),
     ],
     [
-      ['run', '--listen', '127.0.0.1:0', ...ctl, '--', 'no-such-command-quiesce'],
+      ['run', '--listen', '127.0.0.1:0', ...ctl(), '--', 'no-such-command-quiesce'],
       127,
       /command not found: no-such-command-quiesce/,
     ],
     [
-      ['run', '--listen', '127.0.0.1:0', ...ctl, '--', notExec],
+      ['run', '--listen', '127.0.0.1:0', ...ctl(), '--', notExec],
       126,
       /cannot execute .*script\.sh: permission denied/,
     ],
     [
-      ['run', '--listen', '127.0.0.1:0', ...ctl, '--', NODE, '-e', 'process.exit(4)'],
+      ['run', '--listen', '127.0.0.1:0', ...ctl(), '--', NODE, '-e', 'process.exit(4)'],
       1,
       /worker \d+ of generation 1 exited with status 4 before it was ready/,
     ],
     [
-      ['status', ...ctl],
+      ['run', '--listen', `unix:${dir}/missing/a.sock`, ...ctl(), '--', NODE, '-e', '0'],
       1,
-      /cannot reach the supervisor at .*c\.sock: no supervisor is running there/,
+      /^quiesce: cannot listen on unix:.*\/missing\/a\.sock: the directory .*\/missing does not exist \(ENOENT\)$/,
+    ],
+    [
+      ['run', '--listen', '127.0.0.1:0', '--control', `${dir}/missing/x.sock`, '--', NODE],
+      1,
+      /^quiesce: cannot open control socket .*\/missing\/x\.sock: the directory .*\/missing does not exist$/,
+    ],
+    [
+      ['status', ...ctl()],
+      1,
+      /cannot reach the supervisor at .*c\d+\.sock: no supervisor is running there/,
     ],
     [['reload', '--name', 'nobody-runs-this'], 1, /cannot reach the supervisor/],
   ];

@@ -85,6 +85,32 @@ test('the control socket refuses other users: 0600 socket in a 0700 directory, E
   );
 });
 
+test('a second supervisor on a taken control path is refused before it binds any port', {
+  timeout: 20_000,
+}, async (t) => {
+  const dir = tempDir(t);
+  const a = await startSupervisor({ t, dir });
+  // The first supervisor's own port: binding first would fail with EADDRINUSE instead.
+  const r = await runCli([
+    'run',
+    '--listen',
+    `127.0.0.1:${a.port}`,
+    '--control',
+    a.control,
+    '--',
+    NODE,
+    '-e',
+    '0',
+  ]);
+  assert.equal(r.code, 1, r.stderr);
+  assert.match(
+    r.stderr,
+    /^quiesce: .*control\.sock is in use \(another supervisor answers there, or it is not a socket\): pass --name or --control to run another one$/m,
+  );
+  assert.doesNotMatch(r.stderr, /EADDRINUSE|listening on/);
+  assert.equal(await hello(a.port), 'ok', 'the first supervisor serves on');
+});
+
 test('a control directory open to other users is refused with a clear error', {
   timeout: 15_000,
 }, async (t) => {
