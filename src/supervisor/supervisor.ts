@@ -20,7 +20,9 @@
  *    `restartWindowMs` is a crash loop: that slot is given up, and when no worker of the
  *    serving generation is left, `wait()` throws `CrashLoopError`.
  * 6. `stop` drains every worker at once, then closes the sockets and the control channel. If
- *    the process exits without `stop` (a forced exit), every live worker gets SIGKILL.
+ *    the process exits without `stop` (a forced exit, e.g. a second SIGINT), every live worker
+ *    gets SIGKILL, the control socket file and unix listener files are removed, and the log
+ *    says so.
  */
 import { readFileSync } from 'node:fs';
 import { constants as osConstants } from 'node:os';
@@ -357,8 +359,17 @@ export class Supervisor implements AsyncDisposable {
   #failure: Error | null = null;
   readonly #doneWaiters = new Set<Waiter<void>>();
   #done = false;
+  // A forced exit (a second SIGINT, process.exit without stop): no time to drain, but no
+  // worker is left behind and no socket file either. Everything here is synchronous.
   readonly #exitHook = () => {
-    for (const m of this.#live) m.proc.kill('SIGKILL');
+    let killed = 0;
+    for (const m of this.#live) if (m.proc.kill('SIGKILL')) killed++;
+    this.#control?.close();
+    this.#listeners?.close();
+    this.#o.log(
+      `exiting at once, without draining: sent SIGKILL to ${killed} worker(s)` +
+        (this.#control ? `; removed the control socket ${this.#control.path}` : ''),
+    );
   };
 
   private constructor(o: Normalized) {

@@ -264,3 +264,40 @@ test('SIGINT stops with 130 and `quiesce stop` with 0, each after draining', {
   for (const pid of [...a.workerPids(), ...b.workerPids()])
     assert.throws(() => process.kill(pid, 0));
 });
+
+test('a second SIGINT exits 130 at once: workers SIGKILLed, the control socket removed, both said in the log', {
+  timeout: 30_000,
+}, async (t) => {
+  const dir = tempDir(t);
+  const mode = join(dir, 'mode');
+  writeFileSync(mode, 'ignore-term');
+  const sup = await startSupervisor({
+    t,
+    dir,
+    args: ['--workers', '2', '--drain-timeout', '20s'],
+    env: { FIXTURE_MODE_FILE: mode },
+  });
+  sup.proc.kill('SIGINT');
+  await sup.waitFor(/stopping: draining 2 worker\(s\)/);
+  sup.proc.kill('SIGINT');
+  assert.equal(await sup.exited, 130);
+  assert.match(
+    sup.stderr(),
+    /exiting at once, without draining: sent SIGKILL to 2 worker\(s\); removed the control socket .*control\.sock\n/,
+  );
+  assert.ok(!existsSync(sup.control), 'the control socket is removed');
+  for (const pid of sup.workerPids()) {
+    await until(
+      () => {
+        try {
+          process.kill(pid, 0);
+          return false;
+        } catch {
+          return true;
+        }
+      },
+      5000,
+      `worker ${pid} to be gone`,
+    );
+  }
+});
