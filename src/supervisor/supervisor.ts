@@ -379,7 +379,9 @@ export class Supervisor implements AsyncDisposable {
   /**
    * Binds the sockets, opens the control channel and starts generation 1, returning once all
    * its workers are ready. On failure (bad address, port in use, command not found, worker
-   * not ready) everything started is stopped again and the error is thrown.
+   * not ready) everything started is stopped again and the error is thrown. A stop requested on
+   * the control socket while it starts is not a failure: it resolves with the supervisor
+   * already stopped (`wait()` returns at once).
    * **Cancellation**: a checkpoint throughout; a cancelled start stops what it started.
    * @example
    * const sup = await Supervisor.start({ command: 'python3', args: ['app.py'], listen: ['8080'] });
@@ -389,7 +391,12 @@ export class Supervisor implements AsyncDisposable {
     try {
       await sup.#start();
     } catch (e) {
-      await sup.stop();
+      // A stop asked for on the control socket during start-up makes the starting workers
+      // exit before they are ready; that is the stop doing its job, not a failed start.
+      const stopRequested = sup.#stopping !== null;
+      sup.#stopping ??= sup.#stopAll(false);
+      await sup.#stopping;
+      if (stopRequested && !isCancellation(e)) return sup;
       throw e;
     }
     return sup;
@@ -436,6 +443,7 @@ export class Supervisor implements AsyncDisposable {
       o.log(`${how} on ${l.address} as fd ${3 + this.#listeners.listeners.indexOf(l)} (${l.name})`);
     }
     await this.#reloadOnce();
+    if (this.#stopping) return; // stopped during start-up: the stop owns the state
     this.#state = 'running';
     this.#notifySystemd(['--ready', `--status=serving generation ${this.#current?.id}`]);
   }
@@ -828,17 +836,20 @@ export class Supervisor implements AsyncDisposable {
    * process.once('SIGTERM', () => sup.stop());
    */
   stop(): Promise<void> {
-    this.#stopping ??= this.#stopAll();
+    this.#stopping ??= this.#stopAll(true);
     return this.#stopping;
   }
 
-  async #stopAll(): Promise<void> {
+  /** `announce`: a stop someone asked for (logged), not the clean-up of a failed start. */
+  async #stopAll(announce: boolean): Promise<void> {
     const o = this.#o;
     const wasRunning = this.#state !== 'starting';
     this.#state = 'stopping';
     if (wasRunning) {
       o.log(`stopping: draining ${this.#live.size} worker(s) (up to ${o.drainTimeoutMs} ms)`);
       this.#notifySystemd(['STOPPING=1']);
+    } else if (announce) {
+      o.log(`stopping during start-up: stopping ${this.#live.size} starting worker(s)`);
     }
     this.#queued?.settle({ ok: false, error: new SupervisorStoppingError('reload') });
     if (this.#group) {
@@ -849,7 +860,7 @@ export class Supervisor implements AsyncDisposable {
     this.#listeners?.close();
     process.off('exit', this.#exitHook);
     this.#state = 'stopped';
-    if (wasRunning) o.log('stopped');
+    if (wasRunning || announce) o.log('stopped');
     this.#finish();
   }
 

@@ -301,3 +301,28 @@ test('a second SIGINT exits 130 at once: workers SIGKILLed, the control socket r
     );
   }
 });
+
+test('`quiesce stop` while the first generation is still starting: stop says stopped, the supervisor exits 0', {
+  timeout: 30_000,
+}, async (t) => {
+  const dir = tempDir(t);
+  const mode = join(dir, 'mode');
+  writeFileSync(mode, 'never-ready');
+  const sup = await startSupervisor({
+    t,
+    dir,
+    args: ['--ready-timeout', '20s'],
+    env: { FIXTURE_MODE_FILE: mode },
+    until: /generation 1 starting: pid \d+/,
+  });
+  const stop = await runCli(['stop', '--control', sup.control]);
+  assert.equal(stop.code, 0, stop.stderr);
+  assert.equal(stop.stdout.trim(), 'stopped');
+  assert.equal(await sup.exited, 0, sup.stderr());
+  assert.match(
+    sup.stderr(),
+    /stopping during start-up: stopping 1 starting worker\(s\)\n[^]*stopped\n$/,
+  );
+  assert.doesNotMatch(sup.stderr(), /before it was ready/);
+  assert.ok(!existsSync(sup.control), 'the control socket is removed');
+});
