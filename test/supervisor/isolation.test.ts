@@ -321,7 +321,7 @@ test('`quiesce stop` while the first generation is still starting: stop says sto
   assert.equal(await sup.exited, 0, sup.stderr());
   assert.match(
     sup.stderr(),
-    /stopping during start-up: stopping 1 starting worker\(s\)\n[^]*stopped\n$/,
+    /stopping during start-up: stopping 1 starting worker\(s\)\n[\s\S]*stopped\n$/,
   );
   assert.doesNotMatch(sup.stderr(), /before it was ready/);
   assert.ok(!existsSync(sup.control), 'the control socket is removed');
