@@ -248,6 +248,25 @@ function openFileLimit(): number | null {
   }
 }
 
+/**
+ * What to tell the user when a worker never said `READY=1`: the usual cause is a server that
+ * does not know it has to (a plain Node server), or one that ran to its end.
+ */
+function readyHint(o: Normalized, how: 'silent' | 'exited'): string {
+  const keep = how === 'exited' ? 'a worker must keep serving; ' : '';
+  if (o.nodePreload) {
+    return (
+      ` (${keep}with --ready-on-listen, a Node worker is ready once it has called ` +
+      'listen({ fd }) on every socket it was given, from fd 3)'
+    );
+  }
+  const say = how === 'exited' ? 'it says it is ready' : 'a worker says it is ready';
+  return (
+    ` (${keep}${say} by writing READY=1 to the descriptor in $QUIESCE_READY_FD: ` +
+    'notifyReady() in Node, or --ready-on-listen for an unmodified Node server)'
+  );
+}
+
 const BACKOFF_BASE_MS = 100;
 const BACKOFF_MAX_MS = 10_000;
 const KILL_WAIT_MS = 5_000;
@@ -549,7 +568,7 @@ export class Supervisor implements AsyncDisposable {
         new WorkerNotReadyError(
           gen.id,
           late?.proc.pid,
-          `did not report ready within ${o.readyTimeoutMs} ms`,
+          `did not report ready within ${o.readyTimeoutMs} ms${readyHint(o, 'silent')}`,
         ),
       );
     }
@@ -604,6 +623,7 @@ export class Supervisor implements AsyncDisposable {
       slot: slot.index,
       assumeReadyAfterMs: o.assumeReadyAfterMs,
       nodePreload: o.nodePreload,
+      notReadyHint: readyHint(o, 'exited'),
     });
     const m: Member = {
       proc,
@@ -706,7 +726,8 @@ export class Supervisor implements AsyncDisposable {
     }
     if (ok === undefined && !m.proc.exit) {
       this.#o.log(
-        `worker ${m.proc.pid} not ready within ${this.#o.readyTimeoutMs} ms: stopping it`,
+        `worker ${m.proc.pid} not ready within ${this.#o.readyTimeoutMs} ms: stopping it` +
+          readyHint(this.#o, 'silent'),
       );
       m.startFailed = true;
       m.retire('not ready');
