@@ -2,8 +2,9 @@
  * Command-line parsing for `quiesce`. Pure: argv in, a command or a `UsageError` out.
  *
  * Guarantees:
- * 1. Every mistake is a `UsageError` whose message names the offending word and the fix; the
- *    CLI prints it with a pointer to `--help` and exits with status 2.
+ * 1. Every mistake is a `UsageError` whose message names the offending word and the fix, and
+ *    whose `command` names the help that explains it (`run` for every `run` option); the CLI
+ *    prints it with that pointer and exits with status 2.
  * 2. For `run`, options stop at `--` or at the first word that is not an option, so the
  *    worker's own flags are never read as ours.
  */
@@ -29,7 +30,12 @@ export interface Target {
 
 /** A parsed command line. */
 export type Command =
-  | { readonly kind: 'help'; readonly topic: string | undefined }
+  | {
+      readonly kind: 'help';
+      readonly topic: string | undefined;
+      /** `quiesce` with no command at all: the help goes to stderr, exit status 2. */
+      readonly bare?: boolean;
+    }
   | { readonly kind: 'version' }
   | {
       readonly kind: 'run';
@@ -93,18 +99,32 @@ const MAX_RESTARTS = 1_000_000;
 
 const SIGNALS = ['SIGTERM', 'SIGINT', 'SIGQUIT', 'SIGHUP', 'SIGUSR1', 'SIGUSR2', 'SIGWINCH'];
 
+/** The longest duration an option takes: past a day, a timeout is a typo, not a policy. */
+export const MAX_DURATION_MS = 24 * 3_600_000;
+
+/** Commands and their help topics. */
+export const COMMANDS = ['run', 'reload', 'status', 'stop'] as const;
+
 /**
- * Parses a duration: `500ms`, `10s`, `2m`, `1h`, or a bare number of milliseconds.
+ * Parses a duration: `500ms`, `10s`, `2m`, `1h`, or a bare number of milliseconds; at most
+ * `MAX_DURATION_MS` (24h). `command` names the help a mistake points to.
  * @example
  * parseDuration('--drain-timeout', '30s'); // 30000
  */
-export function parseDuration(flag: string, text: string): number {
+export function parseDuration(flag: string, text: string, command = 'run'): number {
   const m = /^(\d+(?:\.\d+)?)(ms|s|m|h)?$/.exec(text.trim());
   if (!m) {
-    throw new UsageError(`${flag}: "${text}" is not a duration (examples: 500ms, 10s, 2m)`);
+    throw new UsageError(
+      `${flag}: "${text}" is not a duration (examples: 500ms, 10s, 2m)`,
+      command,
+    );
   }
   const unit = { ms: 1, s: 1000, m: 60_000, h: 3_600_000 }[m[2] ?? 'ms'] ?? 1;
-  return Math.round(Number(m[1]) * unit);
+  const ms = Math.round(Number(m[1]) * unit);
+  if (ms > MAX_DURATION_MS) {
+    throw new UsageError(`${flag}: ${text} is more than the maximum, 24h`, command);
+  }
+  return ms;
 }
 
 function parseCount(flag: string, text: string, min: number, max: number): number {
@@ -175,9 +195,26 @@ function last(p: Parsed, k: string): string | undefined {
   return v ? v[v.length - 1] : undefined;
 }
 
+const NAME = /^[A-Za-z0-9_.-]{1,64}$/;
+
+function checkName(name: string, cmd: string): string {
+  if (!NAME.test(name)) {
+    throw new UsageError(`--name: "${name}" is not a name (1 to 64 letters, digits, . _ -)`, cmd);
+  }
+  return name;
+}
+
+function checkControl(path: string | undefined, cmd: string): string | undefined {
+  if (path === '') throw new UsageError('--control needs a path, not an empty string', cmd);
+  return path;
+}
+
 function target(p: Parsed, cmd: string): Target {
   if (p.rest.length > 0) throw new UsageError(`unexpected argument "${p.rest[0]}"`, cmd);
-  return { name: last(p, 'name') ?? 'default', control: last(p, 'control') };
+  return {
+    name: checkName(last(p, 'name') ?? 'default', cmd),
+    control: checkControl(last(p, 'control'), cmd),
+  };
 }
 
 /**
@@ -187,8 +224,15 @@ function target(p: Parsed, cmd: string): Target {
  */
 export function parseArgs(argv: readonly string[]): Command {
   const [cmd, ...rest] = argv;
-  if (cmd === undefined || cmd === '-h' || cmd === '--help' || cmd === 'help') {
-    return { kind: 'help', topic: cmd === 'help' ? rest[0] : undefined };
+  if (cmd === undefined) return { kind: 'help', topic: undefined, bare: true };
+  if (cmd === '-h' || cmd === '--help') return { kind: 'help', topic: undefined };
+  if (cmd === 'help') {
+    const [topic, extra] = rest;
+    if (topic !== undefined && !(COMMANDS as readonly string[]).includes(topic)) {
+      throw new UsageError(`unknown help topic "${topic}" (topics: ${COMMANDS.join(', ')})`);
+    }
+    if (extra !== undefined) throw new UsageError(`unexpected argument "${extra}"`);
+    return { kind: 'help', topic };
   }
   if (cmd === '--version' || cmd === '-V' || cmd === 'version') return { kind: 'version' };
   switch (cmd) {
@@ -208,7 +252,7 @@ export function parseArgs(argv: readonly string[]): Command {
     default:
       if (cmd.startsWith('-'))
         throw new UsageError(`unknown option ${cmd} (expected a command first)`);
-      throw new UsageError(`unknown command "${cmd}" (commands: run, reload, status, stop)`);
+      throw new UsageError(`unknown command "${cmd}" (commands: ${COMMANDS.join(', ')})`);
   }
 }
 
@@ -225,7 +269,7 @@ function parseRun(argv: readonly string[]): Command {
   const dur = (flag: string, dflt: number, min = 0) => {
     const v = last(p, flag);
     if (v === undefined) return dflt;
-    const d = parseDuration(`--${flag}`, v);
+    const d = parseDuration(`--${flag}`, v, 'run');
     if (d < min) throw new UsageError(`--${flag} must be at least ${min} ms`, 'run');
     return d;
   };
@@ -245,10 +289,7 @@ function parseRun(argv: readonly string[]): Command {
       'run',
     );
   }
-  const name = last(p, 'name') ?? 'default';
-  if (!/^[A-Za-z0-9_.-]{1,64}$/.test(name)) {
-    throw new UsageError(`--name: "${name}" may only use letters, digits, . _ -`, 'run');
-  }
+  const name = checkName(last(p, 'name') ?? 'default', 'run');
   return {
     kind: 'run',
     listen,
@@ -258,7 +299,7 @@ function parseRun(argv: readonly string[]): Command {
     readyTimeoutMs: dur('ready-timeout', 30_000, 1),
     drainTimeoutMs: dur('drain-timeout', 30_000),
     assumeReadyAfterMs:
-      assume === undefined ? undefined : parseDuration('--assume-ready-after', assume),
+      assume === undefined ? undefined : parseDuration('--assume-ready-after', assume, 'run'),
     readyOnListen: p.opts.has('ready-on-listen'),
     drainSignal,
     maxRestarts: p.opts.has('max-restarts')
@@ -266,7 +307,7 @@ function parseRun(argv: readonly string[]): Command {
       : 5,
     restartWindowMs: dur('restart-window', 60_000, 1),
     systemd: !p.opts.has('no-systemd'),
-    control: p.opts.has('no-control') ? false : last(p, 'control'),
+    control: p.opts.has('no-control') ? false : checkControl(last(p, 'control'), 'run'),
     name,
     command,
     args,

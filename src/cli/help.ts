@@ -3,13 +3,19 @@
 const MAIN = `quiesce — zero-downtime restarts for any server that can take its sockets from fd 3
 
 Usage:
-  quiesce run [options] [--] <command> [args…]   supervise workers over shared sockets
-  quiesce reload [--name NAME | --control PATH]  start a new generation, drain the old
-  quiesce status [--name NAME | --control PATH]  generations, pids, states, uptimes, restarts
-  quiesce stop   [--name NAME | --control PATH]  drain all workers and exit
-  quiesce help <command>                         details of one command
+  quiesce run [options] [--] <command> [args…]
+      supervise workers over shared sockets (quiesce run --help for the options)
+  quiesce reload [--name NAME | --control PATH] [--json]
+      start a new generation, drain the old one; --json prints the result as JSON
+  quiesce status [--name NAME | --control PATH] [--json]
+      generations, pids, states, uptimes, restarts; --json prints the whole snapshot
+  quiesce stop [--name NAME | --control PATH] [--no-wait]
+      drain all workers and exit
+  quiesce help <command>
+      details of one command (run, reload, status, stop)
 
 A reload can also be asked for with SIGHUP to the supervisor.
+Exit status: 0 success, 1 failure, 2 usage error (also: quiesce with no command).
 Docs: docs/cli.md, docs/supervisor.md`;
 
 const RUN = `Usage: quiesce run [options] [--] <command> [args…]
@@ -43,7 +49,7 @@ Options:
       --no-systemd             ignore sockets passed by systemd socket activation
   -h, --help                   this text
 
-DUR is 500ms, 10s, 2m, 1h, or a bare number of milliseconds.
+DUR is 500ms, 10s, 2m, 1h, or a bare number of milliseconds; at most 24h.
 
 Exit status: 0 after \`quiesce stop\`; 1 when the first generation never got ready, a socket
 could not be bound or workers crash-looped; 2 for a usage error; 126/127 when the command
@@ -87,7 +93,7 @@ const TOPICS: Record<string, string> = {
   ),
 };
 
-/** The help text for `topic` (a command), or the general one. */
+/** The help text for `topic` (a command, checked by the parser), or the general one. */
 export function helpText(topic: string | undefined): string {
-  return (topic && TOPICS[topic]) || MAIN;
+  return (topic !== undefined && TOPICS[topic]) || MAIN;
 }

@@ -5,8 +5,10 @@
  *
  * Guarantees:
  * 1. A user mistake (bad argument, bad address, port in use, command not found, no supervisor
- *    running) prints one clear line and never a stack trace; a stack is printed only for a
- *    bug in quiesce itself.
+ *    running) prints one clear line — a usage error a second one, naming the help that
+ *    applies (`Try 'quiesce run --help'.`) — and never a stack trace; a stack is printed only
+ *    for a bug in quiesce itself. `quiesce` with no command prints the help on stderr and
+ *    exits 2.
  * 2. Exit status: 0 success; 1 failure (reload failed, first generation never ready, socket
  *    not bound, crash loop, supervisor unreachable); 2 usage error; 126/127 command not
  *    executable / not found; 130/143 after SIGINT/SIGTERM, once every worker has drained.
@@ -222,6 +224,11 @@ export async function main(argv: readonly string[]): Promise<number> {
     const c = parseArgs(argv);
     switch (c.kind) {
       case 'help':
+        if (c.bare) {
+          // No command is a usage error (as git, npm, systemctl): help on stderr, status 2.
+          process.stderr.write(`${helpText(undefined)}\n`);
+          return 2;
+        }
         out(helpText(c.topic));
         return 0;
       case 'version':

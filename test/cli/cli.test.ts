@@ -108,31 +108,52 @@ test('run options stop at -- or at the first word, so the worker keeps its own f
     name: 'default',
     control: undefined,
   });
-  assert.deepEqual(parseArgs([]), { kind: 'help', topic: undefined });
+  assert.deepEqual(parseArgs([]), { kind: 'help', topic: undefined, bare: true });
+  assert.deepEqual(parseArgs(['help']), { kind: 'help', topic: undefined });
   assert.deepEqual(parseArgs(['help', 'run']), { kind: 'help', topic: 'run' });
   assert.deepEqual(parseArgs(['reload', '-h']), { kind: 'help', topic: 'reload' });
 });
 
-test('argument mistakes are UsageErrors naming the word', () => {
-  const cases: [string[], RegExp][] = [
-    [['run', '--bogus', 'x'], /unknown option --bogus/],
-    [['run', '--listen'], /--listen needs a value/],
-    [['run', '-l', '8080'], /missing the worker command/],
-    [['run', '--workers', '0', 'x'], /--workers: "0" is not a whole number >= 1/],
-    [['run', '--workers', '100000', 'x'], /--workers: 100000 is more than the maximum, 1024/],
-    [['run', '--ready-timeout', 'soon', 'x'], /not a duration/],
-    [['run', '--drain-signal', 'SIGFOO', 'x'], /--drain-signal: use one of/],
-    [['run', '--control', '/a', '--no-control', 'x'], /contradict/],
-    [['run', '--name', 'a/b', 'x'], /--name/],
-    [['run', '--listen', 'nope', 'x'], /bad listen address "nope"/],
-    [['reload', 'extra'], /unexpected argument "extra"/],
-    [['frob'], /unknown command "frob"/],
-    [['--frob'], /unknown option --frob/],
+test('argument mistakes are UsageErrors naming the word and the help that applies', () => {
+  const cases: [string[], RegExp, string | undefined][] = [
+    [['run', '--bogus', 'x'], /unknown option --bogus/, 'run'],
+    [['run', '--listen'], /--listen needs a value/, 'run'],
+    [['run', '-l', '8080'], /missing the worker command/, 'run'],
+    [['run', '--workers', '0', 'x'], /--workers: "0" is not a whole number >= 1/, 'run'],
+    [['run', '--workers', 'abc', 'x'], /--workers: "abc" is not a whole number/, 'run'],
+    [
+      ['run', '--workers', '100000', 'x'],
+      /--workers: 100000 is more than the maximum, 1024/,
+      'run',
+    ],
+    [['run', '--max-restarts', '-1', 'x'], /--max-restarts: "-1" is not a whole number/, 'run'],
+    [['run', '--ready-timeout', 'soon', 'x'], /not a duration/, 'run'],
+    [
+      ['run', '--drain-timeout', '1000h', 'x'],
+      /--drain-timeout: 1000h is more than the maximum, 24h/,
+      'run',
+    ],
+    [['run', '--assume-ready-after', '25h', 'x'], /more than the maximum, 24h/, 'run'],
+    [['run', '--drain-signal', 'SIGFOO', 'x'], /--drain-signal: use one of/, 'run'],
+    [['run', '--control', '/a', '--no-control', 'x'], /contradict/, 'run'],
+    [['run', '--control', '', 'x'], /--control needs a path/, 'run'],
+    [['run', '--name', 'a/b', 'x'], /--name: "a\/b" is not a name/, 'run'],
+    [['run', '--listen', 'nope', 'x'], /bad listen address "nope"/, 'run'],
+    [['reload', 'extra'], /unexpected argument "extra"/, 'reload'],
+    [['status', '--name', ''], /--name: "" is not a name/, 'status'],
+    [['stop', '--control', ''], /--control needs a path/, 'stop'],
+    [
+      ['help', 'bogus'],
+      /unknown help topic "bogus" \(topics: run, reload, status, stop\)/,
+      undefined,
+    ],
+    [['frob'], /unknown command "frob"/, undefined],
+    [['--frob'], /unknown option --frob/, undefined],
   ];
-  for (const [argv, re] of cases) {
+  for (const [argv, re, command] of cases) {
     assert.throws(
       () => parseArgs(argv),
-      (e: unknown) => e instanceof UsageError && re.test(e.message),
+      (e: unknown) => e instanceof UsageError && re.test(e.message) && e.command === command,
       argv.join(' '),
     );
   }
@@ -195,9 +216,19 @@ test('the CLI reports user mistakes in one line with the right exit status, neve
   const ctl = () => ['--control', join(dir, `c${nCtl++}.sock`)];
   const cases: [string[], number, RegExp][] = [
     [['--help'], 0, /^quiesce — zero-downtime restarts/],
+    [['--help'], 0, /quiesce reload .*\[--json\][\s\S]*quiesce status .*\[--json\]/],
+    [['help'], 0, /^quiesce — zero-downtime restarts/],
     [['run', '--help'], 0, /^Usage: quiesce run/],
     [['--version'], 0, /^\d+\.\d+\.\d+/],
     [['run', '--bogus', 'x'], 2, /^quiesce: unknown option --bogus\nTry 'quiesce run --help'\.$/],
+    [
+      ['run', '--workers', 'abc', 'x'],
+      2,
+      /^quiesce: --workers: "abc" is not a whole number >= 1\nTry 'quiesce run --help'\.$/,
+    ],
+    [['status', '--name', ''], 2, /is not a name .*\nTry 'quiesce status --help'\.$/],
+    [['help', 'bogus'], 2, /^quiesce: unknown help topic "bogus" .*\nTry 'quiesce --help'\.$/],
+    [[], 2, /^Exit status: .*\nDocs: docs\/cli\.md, docs\/supervisor\.md$/],
     [['run', '--listen', '300.1.1.1:80', 'x'], 2, /bad listen address "300\.1\.1\.1:80"/],
     [['run', ...ctl(), '--', NODE, '-e', '0'], 2, /nothing to listen on: pass --listen/],
     [
