@@ -9,7 +9,7 @@
  *    worker's own flags are never read as ours.
  */
 import { QuiesceError } from '../core/index.ts';
-import { type ListenSpec, parseListenSpec } from '../supervisor/address.ts';
+import { checkDistinct, type ListenSpec, parseListenSpec } from '../supervisor/address.ts';
 import { MAX_WORKERS } from '../supervisor/supervisor.ts';
 
 /** A mistake on the command line (exit status 2). */
@@ -259,13 +259,13 @@ export function parseArgs(argv: readonly string[]): Command {
 function parseRun(argv: readonly string[]): Command {
   const p = parseOptions(argv, RUN_OPTS, 'run', true);
   if (p.opts.has('help')) return { kind: 'help', topic: 'run' };
-  const listen = (p.opts.get('listen') ?? []).map((s) => {
-    try {
-      return parseListenSpec(s);
-    } catch (e) {
-      throw new UsageError((e as Error).message, 'run');
-    }
-  });
+  let listen: ListenSpec[];
+  try {
+    listen = (p.opts.get('listen') ?? []).map(parseListenSpec);
+    checkDistinct(listen);
+  } catch (e) {
+    throw new UsageError((e as Error).message, 'run');
+  }
   const dur = (flag: string, dflt: number, min = 0) => {
     const v = last(p, flag);
     if (v === undefined) return dflt;

@@ -27,8 +27,9 @@ quiesce/supervisor). SIGHUP or \`quiesce reload\` starts a new generation and dr
 once the new one is ready. SIGTERM/SIGINT drain every worker, then exit (143/130).
 
 Options:
-  -l, --listen [NAME=]ADDRESS  a socket for the workers; repeatable. ADDRESS is PORT (all
-                               interfaces), IP:PORT, [IPV6]:PORT or unix:/PATH
+  -l, --listen [NAME=]ADDRESS  a socket for the workers; repeatable. ADDRESS is PORT or
+                               :PORT (all interfaces), IP:PORT, [IPV6]:PORT or unix:PATH
+                               (relative to the current directory unless absolute)
   -w, --workers N              workers per generation, sharing the sockets (default 1,
                                at most 1024)
       --ready-timeout DUR      how long a new worker may take to report ready (default 30s)

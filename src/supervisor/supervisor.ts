@@ -40,7 +40,7 @@ import {
 } from '../core/index.ts';
 import { now } from '../core/clock.ts';
 import { block, pollCancel, type Waiter } from '../core/context.ts';
-import { type ListenSpec, parseListenSpec } from './address.ts';
+import { checkDistinct, type ListenSpec, parseListenSpec } from './address.ts';
 import { resolveCommand } from './command.ts';
 import {
   ControlServer,
@@ -318,12 +318,14 @@ function normalize(o: SupervisorOptions): Normalized {
   if (!(drainSignal in osConstants.signals)) {
     throw new ArgumentError(`drainSignal: unknown signal ${String(drainSignal)}`);
   }
+  const specs = (o.listen ?? []).map((s) => (typeof s === 'string' ? parseListenSpec(s) : s));
+  checkDistinct(specs);
   const name = o.name ?? 'default';
   const control = o.control === false ? false : (o.control ?? defaultControlPath(name, env));
   return {
     command: o.command,
     args: [...(o.args ?? [])],
-    specs: (o.listen ?? []).map((s) => (typeof s === 'string' ? parseListenSpec(s) : s)),
+    specs,
     systemd: o.systemd !== false,
     workers: int('workers', o.workers, 1, 1, MAX_WORKERS),
     readyTimeoutMs: ms('readyTimeoutMs', o.readyTimeoutMs, 30_000, 1),

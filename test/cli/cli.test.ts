@@ -10,7 +10,7 @@ import { join } from 'node:path';
 import { test } from 'node:test';
 import { parseArgs, parseDuration, UsageError } from '../../src/cli/args.ts';
 import { formatDuration, formatStatus } from '../../src/cli/main.ts';
-import { formatAddress, parseListenSpec } from '../../src/supervisor/address.ts';
+import { checkDistinct, formatAddress, parseListenSpec } from '../../src/supervisor/address.ts';
 import { ListenAddressError } from '../../src/supervisor/errors.ts';
 import { checkNoLeftovers, NODE, runCli } from '../supervisor/helpers.ts';
 
@@ -53,6 +53,51 @@ test('listen specs: port, IPv4, [IPv6], unix path, localhost, names', () => {
     assert.throws(() => parseListenSpec(bad), ListenAddressError, bad);
   }
   assert.throws(() => parseListenSpec(`unix:/${'x'.repeat(120)}`), /longer than 107 bytes/);
+  assert.deepEqual(parseListenSpec('a=unix:/x=y.sock'), {
+    name: 'a',
+    address: { kind: 'unix', path: '/x=y.sock' },
+  });
+  // `:PORT` is every interface; a relative unix path is relative to the current directory.
+  assert.deepEqual(parseListenSpec(':8080').address, { kind: 'tcp', host: null, port: 8080 });
+  assert.deepEqual(parseListenSpec('unix:rel.sock').address, {
+    kind: 'unix',
+    path: join(process.cwd(), 'rel.sock'),
+  });
+});
+
+test('listen mistakes say what is wrong: an invalid NAME, a missing port, a duplicate', () => {
+  const cases: [string, RegExp][] = [
+    ['bad name=127.0.0.1:0', /: the NAME "bad name" is invalid \(NAME=ADDRESS; /],
+    ['=80', /the NAME "" is invalid/],
+    ['[::1]', /: a port is missing: write \[::1\]:PORT$/],
+    ['127.0.0.1', /: a port is missing: write 127\.0\.0\.1:PORT$/],
+    ['127.0.0.1:', /: a port is missing: write 127\.0\.0\.1:PORT$/],
+    ['localhost', /: a port is missing: write localhost:PORT$/],
+    ['::1', /write an IPv6 address in brackets with a port: \[::1\]:PORT$/],
+  ];
+  for (const [spec, re] of cases) assert.throws(() => parseListenSpec(spec), re, spec);
+  const distinct =
+    (...specs: string[]) =>
+    () =>
+      checkDistinct(specs.map(parseListenSpec));
+  assert.throws(
+    distinct('127.0.0.1:8080', 'web=localhost:8080'),
+    /the same listen address is given twice: 127\.0\.0\.1:8080$/,
+  );
+  assert.throws(distinct('unix:/a.sock', 'unix:/a.sock'), /given twice: unix:\/a\.sock$/);
+  assert.throws(
+    distinct('8080', '127.0.0.1:8080'),
+    /\*:8080 already listens on every interface, 127\.0\.0\.1:8080 included: give one of them/,
+  );
+  assert.throws(
+    distinct('[::1]:80', ':80'),
+    /\*:80 already listens on every interface, \[::1\]:80/,
+  );
+  distinct('127.0.0.1:0', '127.0.0.1:0', '8080', '127.0.0.1:8081', '[::1]:8081')();
+  assert.throws(
+    () => parseArgs(['run', '-l', '127.0.0.1:9', '-l', '127.0.0.1:9', 'x']),
+    (e: unknown) => e instanceof UsageError && e.command === 'run' && /twice/.test(e.message),
+  );
 });
 
 test('run options stop at -- or at the first word, so the worker keeps its own flags', () => {
