@@ -21,8 +21,11 @@ export const HTTP_WORKER = join(ROOT, 'examples/http-worker.ts');
 export const PY_WORKER = join(ROOT, 'examples/python-worker.py');
 
 // Every worker start strips and compiles the TypeScript it imports; Node's compile cache makes
-// the second start of the same code several times cheaper, which keeps these tests short.
-const COMPILE_CACHE = join(tmpdir(), 'quiesce-test-compile-cache');
+// the second start of the same code several times cheaper, which keeps these tests short. One
+// fresh directory per test file (each file runs in its own process), removed after its tests:
+// the run leaves nothing behind.
+const COMPILE_CACHE = mkdtempSync(join(tmpdir(), 'quiesce-test-cache-'));
+after(() => rmSync(COMPILE_CACHE, { recursive: true, force: true }));
 
 /** An environment for child processes without the test runner's own variables. */
 export function cleanEnv(extra?: NodeJS.ProcessEnv): NodeJS.ProcessEnv {
