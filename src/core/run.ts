@@ -9,7 +9,7 @@
  */
 import { now } from './clock.ts';
 import { ArgumentError } from './errors.ts';
-import { spawn } from './task.ts';
+import { spawn, type Task } from './task.ts';
 
 /** Options for `run`. */
 export interface RunOptions {
@@ -44,8 +44,10 @@ export async function run<T>(
 ): Promise<T | undefined> {
   if (typeof main !== 'function') throw new ArgumentError('run(main): main must be a function');
   const signals = options?.signals ?? ['SIGINT', 'SIGTERM'];
-  const task = spawn(main, { name: 'main' });
   let received: NodeJS.Signals | null = null;
+  // Listeners first, main second: a signal that arrives while main's first synchronous
+  // stretch runs must cancel it, not kill the process with the default action.
+  let task: Task<T> | null = null;
   const listeners = signals.map((sig) => {
     const listener = () => {
       if (received !== null) {
@@ -53,11 +55,15 @@ export async function run<T>(
         return;
       }
       received = sig;
-      task.scope.cancel({ kind: 'signal', reason: sig, by: 'run', at: now() });
+      task?.scope.cancel({ kind: 'signal', reason: sig, by: 'run', at: now() });
     };
     process.on(sig, listener);
     return [sig, listener] as const;
   });
+  task = spawn(main, { name: 'main' });
+  if (received !== null) {
+    task.scope.cancel({ kind: 'signal', reason: received, by: 'run', at: now() });
+  }
   let code = 0;
   let value: T | undefined;
   try {
