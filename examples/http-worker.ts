@@ -1,10 +1,13 @@
 /**
  * An HTTP server as a quiesce worker: reload it under load and no request fails.
  *
- *   node src/cli/main.ts run --listen 127.0.0.1:8080 --workers 2 -- node examples/http-worker.ts
- *   curl http://127.0.0.1:8080/            # hello from generation 1, pid …
- *   node src/cli/main.ts reload            # or: kill -HUP <supervisor pid>
- *   curl http://127.0.0.1:8080/?delay=2000 # a slow request survives a reload
+ *   npm run quiesce -- run --listen 127.0.0.1:8080 --workers 2 -- node examples/http-worker.ts
+ *   curl http://127.0.0.1:8080/             # hello from generation 1, pid …
+ *   npm run quiesce -- reload               # or: kill -HUP <supervisor pid>
+ *   curl 'http://127.0.0.1:8080/?delay=2000' & npm run quiesce -- reload   # it completes
+ *
+ * (`npm run quiesce` runs the CLI on the repository's pinned Node 24, and puts that Node first
+ * on PATH, so `node` after the second `--` is Node 24 too, whatever the system has.)
  *
  * What makes it a good worker:
  * 1. It takes its socket from the supervisor (fd 3, `LISTEN_FDS`) and binds nothing itself;

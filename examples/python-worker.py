@@ -3,6 +3,11 @@
 
     quiesce run --listen 127.0.0.1:8080 -- python3 examples/python-worker.py
 
+In a checkout of the quiesce repository (the CLI on its pinned Node 24):
+
+    npm run quiesce -- run --listen 127.0.0.1:8080 -- python3 examples/python-worker.py
+    npm run quiesce -- reload
+
 What a worker in any language does, in three steps:
 1. Take the listening sockets from fd 3 on, the systemd way (LISTEN_FDS, LISTEN_PID).
 2. Say it is ready: write "READY=1\\n" to the fd in QUIESCE_READY_FD (under quiesce), or send
