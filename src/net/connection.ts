@@ -112,7 +112,7 @@ export class Connection implements AsyncDisposable {
   // Invariant: #queued === sum of #chunks[i].length, and no chunk is empty.
   #chunks: Buffer[] = [];
   #queued = 0;
-  // readLine: the first #scanned bytes of #chunks[0] hold no '\n'.
+  // readLine: the first #scanned unread bytes hold no '\n'.
   #scanned = 0;
   // Invariant: #flowing === the socket is resumed by us; false whenever #queued >= PAUSE_AT
   // outside gracefulClose.
@@ -263,11 +263,22 @@ export class Connection implements AsyncDisposable {
       this.#queued += chunk.length;
     }
     this.#wake();
-    if (this.#queued >= PAUSE_AT && this.#flowing) {
+    if (this.#queued >= this.#pauseAt() && this.#flowing) {
       // Nobody took the bytes: stop here and let the kernel and TCP hold the rest.
       this.#flowing = false;
       this.socket.pause();
     }
+  }
+
+  /**
+   * Unread bytes at which reading stops. A waiting `readLine` may need up to its `maxBytes` + 1
+   * bytes to find the line end or to know the line is too long: pausing below that would leave
+   * it waiting for bytes that never come (and the poll that resumes the socket already ran).
+   */
+  #pauseAt(): number {
+    return this.#reader !== null && this.#readerKind === LINE && this.#readerMax >= PAUSE_AT
+      ? this.#readerMax + 1
+      : PAUSE_AT;
   }
 
   #take(max: number): Buffer {
@@ -278,7 +289,7 @@ export class Connection implements AsyncDisposable {
       if (this.#chunks.length === 1) this.#chunks.pop();
       else this.#chunks.shift();
       this.#queued -= c.length;
-      this.#scanned = 0;
+      this.#scanned = Math.max(0, this.#scanned - c.length);
       return c;
     }
     this.#chunks[0] = c.subarray(max);
@@ -342,28 +353,43 @@ export class Connection implements AsyncDisposable {
   /** Completes a line read now if it can (see `readLine`). */
   #pollLine(max: number): Polled<string | null> {
     if (this.#closedHere) return new ConnectionClosedError('readLine');
-    const p = this.#merged();
-    if (p !== null) {
-      const i = p.indexOf(10, this.#scanned);
+    if (this.#queued > 0) {
+      const i = this.#findLineEnd();
       if (i >= 0) {
         if (i > max) return new LineTooLongError(max);
-        const end = i > 0 && p[i - 1] === 13 ? i - 1 : i;
-        const line = p.toString('utf8', 0, end);
         const raw = this.#take(i + 1);
-        return { value: line, raw };
+        const end = i > 0 && raw[i - 1] === 13 ? i - 1 : i;
+        return { value: raw.toString('utf8', 0, end), raw };
       }
-      this.#scanned = p.length;
-      if (p.length > max) return new LineTooLongError(max);
+      if (this.#queued > max) return new LineTooLongError(max);
     }
     const err = this.#endError('readLine');
     if (err) return err;
     if (this.#eof) {
-      if (p === null) return END;
+      if (this.#queued === 0) return END;
       const rest = this.#take(Number.POSITIVE_INFINITY);
       return { value: rest.toString('utf8'), raw: rest };
     }
     this.#want();
     return undefined;
+  }
+
+  /**
+   * The offset of the first '\n' in the unread bytes, or -1. Only bytes not scanned before are
+   * looked at and nothing is merged, so a long line arriving in many chunks costs linear time.
+   */
+  #findLineEnd(): number {
+    const from = this.#scanned;
+    let offset = 0;
+    for (const c of this.#chunks) {
+      if (offset + c.length > from) {
+        const i = c.indexOf(10, from > offset ? from - offset : 0);
+        if (i >= 0) return offset + i;
+      }
+      offset += c.length;
+    }
+    this.#scanned = offset;
+    return -1;
   }
 
   #onIdleTimer(): void {
@@ -688,6 +714,7 @@ export class Connection implements AsyncDisposable {
     this.#discarded = this.#queued;
     this.#chunks = [];
     this.#queued = 0;
+    this.#scanned = 0;
     this.#want();
     const deadline = now() + timeoutMs;
     let outcome: GracefulCloseResult['outcome'] = 'timeout';

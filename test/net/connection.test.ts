@@ -59,6 +59,20 @@ describe('Connection reads', { timeout: 20_000 }, () => {
     await p.close();
   });
 
+  test('readLine waits past 64 KiB for a line its maxBytes allows: the socket is not paused under it', async () => {
+    // Without this a line of 64 KiB or more waited forever (here: until the idle limit).
+    const p = await pair({ idleTimeoutMs: 3000 });
+    try {
+      p.client.write(`${'a'.repeat(65536)}\n${'b'.repeat(100_000)}\r\n${'c'.repeat(200_000)}`);
+      assert.equal(await p.conn.readLine(), 'a'.repeat(65536));
+      assert.equal(await p.conn.readLine({ maxBytes: 1 << 20 }), 'b'.repeat(100_000));
+      // Too long is still found out, past 64 KiB too: after maxBytes + 1 bytes, not a hang.
+      await assert.rejects(p.conn.readLine({ maxBytes: 150_000 }), LineTooLongError);
+    } finally {
+      await p.close();
+    }
+  });
+
   test('backpressure: a flooding peer is held by the kernel, not buffered in the process', async () => {
     const p = await pair();
     const total = 16 * 1024 * 1024;
