@@ -434,6 +434,8 @@ export class Connection implements AsyncDisposable {
   }
 
   #readOp<T>(kind: number, max: number, what: string): Promise<T> {
+    // Before any poll: polling would hand the waiting reader's bytes (a partial line) to us.
+    if (this.#reader !== null) return Promise.reject(new ConcurrentReadError());
     const idleAt = this.#idleAt();
     if (this.#queued === 0 && !this.#eof && this.#error === null && !this.#closedHere) {
       // Nothing to hand over yet (the common case of a request/response loop): go straight to
@@ -529,10 +531,16 @@ export class Connection implements AsyncDisposable {
     const idleAt = this.#idleAt();
     return {
       poll: () => {
+        // Another task's read waits: its bytes are not ours to take (select rejects with this).
+        if (this.#reader !== null) throw new ConcurrentReadError();
         const r = this.#poll(kind, max, what);
         return r === undefined || r instanceof Error ? undefined : r;
       },
       register: (w) => {
+        if (this.#reader !== null) {
+          w.fail(new ConcurrentReadError());
+          return noop;
+        }
         // A state poll() could not report as a value (an error) fails the wait at once.
         const r = this.#poll(kind, max, what);
         if (r instanceof Error) {

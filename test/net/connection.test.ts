@@ -115,6 +115,23 @@ describe('Connection reads', { timeout: 20_000 }, () => {
     await p.close();
   });
 
+  test('a second read never takes the partial line of a waiting readLine: it is refused', async () => {
+    const p = await pair({ idleTimeoutMs: 3000 });
+    try {
+      const line = spawn(() => p.conn.readLine());
+      p.client.write('abc');
+      await delay(50); // 'abc' is buffered, the readLine waits for its '\n'
+      await assert.rejects(p.conn.read(), ConcurrentReadError);
+      await assert.rejects(p.conn.readLine(), ConcurrentReadError);
+      await assert.rejects(p.conn.readWithin(10), ConcurrentReadError);
+      await assert.rejects(select(p.conn.readEvent(), after(10)), ConcurrentReadError);
+      p.client.write('def\n');
+      assert.equal(await line.wait(), 'abcdef');
+    } finally {
+      await p.close();
+    }
+  });
+
   test('a read on a connection closed here raises ConnectionClosedError', async () => {
     const p = await pair();
     const pending = p.conn.read();
