@@ -8,15 +8,17 @@
  *    listener closes unserved).
  * 2. Accepted sockets are paused and half-open capable: no byte is read before a handler asks,
  *    and a peer's FIN does not close our side behind the handler's back.
- * 3. A stale unix socket file (nobody accepting on it) is replaced; a live one or a file that
- *    is not a socket is an `ListenError`, never deleted.
+ * 3. A stale unix socket file (connecting is refused) is replaced; a live one — busy ones
+ *    included — or a file that is not a socket is a `ListenError`, never deleted. Of several
+ *    `listen` calls racing over one stale file exactly one wins (`listenUnix`, `lockPath`).
  * 4. Accept errors never crash the process: they are counted and reported with backoff.
  * 5. `close()` resolves once the listening socket and every connection accepted through it are
  *    closed — nothing of it is left in the event loop.
  */
-import { lstatSync, unlinkSync } from 'node:fs';
-import { chmod } from 'node:fs/promises';
+import { createHash } from 'node:crypto';
+import { chmodSync, lstatSync, type Stats, statSync, unlinkSync } from 'node:fs';
 import net from 'node:net';
+import { dirname, resolve } from 'node:path';
 import { now } from '../core/clock.ts';
 import { report } from '../core/diagnostics.ts';
 import { ArgumentError } from '../core/errors.ts';
@@ -265,45 +267,128 @@ function validPort(port: unknown): number {
   return port;
 }
 
-/** Probes a unix socket file: true if something accepts on it. */
-function probe(path: string): Promise<boolean> {
-  return new Promise<boolean>((resolve) => {
+function validBacklog(backlog: unknown): number | undefined {
+  if (backlog === undefined) return undefined;
+  if (typeof backlog !== 'number' || !Number.isInteger(backlog) || backlog < 0) {
+    throw new ArgumentError(`listen: backlog must be an integer >= 0, got ${String(backlog)}`);
+  }
+  return backlog;
+}
+
+function errorCode(e: unknown): string | undefined {
+  const c = (e as { code?: unknown } | null)?.code;
+  return typeof c === 'string' ? c : undefined;
+}
+
+function inUse(path: string, why: string): ListenError {
+  return new ListenError(
+    `cannot listen on ${path}: ${why}`,
+    Object.assign(new Error('EADDRINUSE'), { code: 'EADDRINUSE' }),
+  );
+}
+
+/**
+ * Connects to a unix socket file to learn whether something listens on it: 'live' (it
+ * accepted), 'stale' (ECONNREFUSED: a socket file nobody listens on), 'gone' (ENOENT), or
+ * another connect error code. Only 'stale' may be replaced: a live server whose accept queue
+ * is full answers EAGAIN, and it is not ours to take over.
+ */
+function probe(path: string): Promise<string> {
+  return new Promise<string>((resolve) => {
     const c = net.connect({ path });
     c.once('connect', () => {
       c.destroy();
-      resolve(true);
+      resolve('live');
     });
-    c.once('error', () => resolve(false));
+    c.once('error', (e) => {
+      const code = errorCode(e);
+      resolve(code === 'ECONNREFUSED' ? 'stale' : code === 'ENOENT' ? 'gone' : (code ?? 'error'));
+    });
   });
 }
 
-async function clearStale(path: string): Promise<void> {
-  let st: ReturnType<typeof lstatSync>;
+/**
+ * Binds and listens on `o.path` with the socket file created with `o.mode`. Node's `listen`
+ * makes the bind(2) and listen(2) calls synchronously and reports their outcome one tick
+ * later, so the umask is narrowed only for the duration of that synchronous call — no other
+ * code of this thread runs meanwhile, and no client ever finds looser permissions. The chmod
+ * right after (same tick, before any accept) makes the bits exact where the umask cannot
+ * (a worker thread may not change it; a default ACL overrides it); only then is there a window,
+ * of microseconds, in which a client could connect through the looser bits.
+ */
+function bindPath(server: net.Server, o: UnixListenOptions, abstract: boolean): Promise<void> {
+  const mode = abstract ? undefined : o.mode;
+  let oldMask: number | undefined;
+  if (mode !== undefined) {
+    try {
+      oldMask = process.umask(0o777 & ~mode);
+    } catch {
+      oldMask = undefined; // a worker thread: the chmod below alone applies the mode
+    }
+  }
+  let bound: Promise<void>;
   try {
-    st = lstatSync(path);
+    bound = bind(server, { path: o.path, backlog: o.backlog }, o.path);
+  } finally {
+    if (oldMask !== undefined) process.umask(oldMask);
+  }
+  // `listening` is already true here iff bind(2) and listen(2) succeeded: never chmod a path
+  // we did not bind (it may be another process's socket).
+  if (mode !== undefined && server.listening) {
+    try {
+      chmodSync(o.path, mode);
+    } catch (e) {
+      server.close();
+      bound.catch(noop);
+      return Promise.reject(
+        new ListenError(`cannot set mode of ${o.path}: ${(e as Error).message}`, e),
+      );
+    }
+  }
+  return bound;
+}
+
+/** A clearer error for a failed unix bind: libuv reports a missing directory as EACCES. */
+function explainBindError(path: string, e: unknown): unknown {
+  if (!(e instanceof ListenError) || e.errno !== 'EACCES') return e;
+  const dir = dirname(path);
+  try {
+    if (!statSync(dir).isDirectory()) {
+      return new ListenError(
+        `cannot listen on ${path}: ${dir} is not a directory`,
+        Object.assign(new Error('ENOTDIR'), { code: 'ENOTDIR' }),
+      );
+    }
+  } catch (err) {
+    const code = errorCode(err);
+    if (code === 'ENOENT' || code === 'ENOTDIR') {
+      return new ListenError(
+        `cannot listen on ${path}: the directory ${dir} does not exist`,
+        Object.assign(new Error('ENOENT'), { code: 'ENOENT' }),
+      );
+    }
+  }
+  return e;
+}
+
+function lstatOrNull(path: string): Stats | null {
+  try {
+    return lstatSync(path);
   } catch (e) {
-    if ((e as { code?: string }).code === 'ENOENT') return;
+    if (errorCode(e) === 'ENOENT') return null;
     throw new ListenError(`cannot listen on ${path}: ${(e as Error).message}`, e);
   }
+}
+
+/** Throws unless the file at `path` is a socket that `o` allows to replace if stale. */
+function refuseToReplace(path: string, st: Stats, o: UnixListenOptions): void {
   if (!st.isSocket()) {
     throw new ListenError(
       `cannot listen on ${path}: the path exists and is not a socket (refusing to delete it)`,
       Object.assign(new Error('EEXIST'), { code: 'EEXIST' }),
     );
   }
-  if (await probe(path)) {
-    throw new ListenError(
-      `cannot listen on ${path}: another process is accepting on it`,
-      Object.assign(new Error('EADDRINUSE'), { code: 'EADDRINUSE' }),
-    );
-  }
-  try {
-    unlinkSync(path);
-  } catch (e) {
-    if ((e as { code?: string }).code !== 'ENOENT') {
-      throw new ListenError(`cannot remove stale socket ${path}: ${(e as Error).message}`, e);
-    }
-  }
+  if (o.removeStale === false) throw inUse(path, 'a socket file is there (removeStale is false)');
 }
 
 async function listenUnix(o: UnixListenOptions): Promise<Listener> {
@@ -313,33 +398,100 @@ async function listenUnix(o: UnixListenOptions): Promise<Listener> {
   if (o.mode !== undefined && (!Number.isInteger(o.mode) || o.mode < 0 || o.mode > 0o777)) {
     throw new ArgumentError(`listen: mode must be permission bits such as 0o660, got ${o.mode}`);
   }
-  const abstract = o.path.startsWith('\0');
-  if (!abstract && o.removeStale !== false) await clearStale(o.path);
-  const server = newServer();
-  // The socket file is created by bind() with the umask applied: narrowing the umask around
-  // the synchronous bind means no client can connect through looser permissions meanwhile.
-  let oldMask: number | undefined;
-  if (o.mode !== undefined && !abstract) {
-    try {
-      oldMask = process.umask(0o777 & ~o.mode);
-    } catch {
-      oldMask = undefined; // worker threads may not change the umask; chmod below still applies
-    }
+  if (o.removeStale !== undefined && typeof o.removeStale !== 'boolean') {
+    throw new ArgumentError(`listen: removeStale must be a boolean, got ${String(o.removeStale)}`);
   }
+  validBacklog(o.backlog);
+  const path = o.path;
+  const abstract = path.startsWith('\0');
+  // Bind first: the kernel's bind(2) is the only check that two starting servers cannot both
+  // pass. A stale file is looked at only when the bind failed because of it.
+  let server = newServer();
   try {
-    await bind(server, { path: o.path, backlog: o.backlog }, o.path);
-  } finally {
-    if (oldMask !== undefined) process.umask(oldMask);
-  }
-  if (o.mode !== undefined && !abstract) {
-    try {
-      await chmod(o.path, o.mode);
-    } catch (e) {
-      server.close();
-      throw new ListenError(`cannot set mode of ${o.path}: ${(e as Error).message}`, e);
+    await bindPath(server, o, abstract);
+    return new Listener(server, { kind: 'unix', path });
+  } catch (e) {
+    if (!(e instanceof ListenError) || e.errno !== 'EADDRINUSE' || abstract) {
+      throw explainBindError(path, e);
     }
   }
-  return new Listener(server, { kind: 'unix', path: o.path });
+  const found = lstatOrNull(path);
+  if (found !== null) refuseToReplace(path, found, o);
+  // Replacing a stale file takes a lock named after the path: two servers starting at once
+  // both find the file stale, and without the lock the second would unlink the socket the
+  // first has just bound (and both would "succeed").
+  const lock = await lockPath(path);
+  if (lock === null) throw inUse(path, 'another listen() is replacing the stale socket file');
+  try {
+    // Looked at again under the lock: whoever held it before has bound by now, so its socket
+    // is seen live. null: the file went away meanwhile, so there is nothing to replace.
+    const st = lstatOrNull(path);
+    if (st !== null) {
+      refuseToReplace(path, st, o);
+      const state = await probe(path);
+      if (state === 'live') throw inUse(path, 'another process is accepting on it');
+      if (state !== 'stale' && state !== 'gone') {
+        throw inUse(path, `something still listens on it (connecting answered ${state})`);
+      }
+      try {
+        unlinkSync(path);
+      } catch (e) {
+        if (errorCode(e) !== 'ENOENT') {
+          throw new ListenError(`cannot remove stale socket ${path}: ${(e as Error).message}`, e);
+        }
+      }
+    }
+    // Once: if this fails too, a process that does not take the lock got the path first.
+    server = newServer();
+    try {
+      await bindPath(server, o, abstract);
+    } catch (e) {
+      if (e instanceof ListenError && e.errno === 'EADDRINUSE') {
+        throw inUse(path, 'another process bound it first');
+      }
+      throw explainBindError(path, e);
+    }
+    return new Listener(server, { kind: 'unix', path });
+  } finally {
+    await lock.release();
+  }
+}
+
+const localLocks = new Set<string>();
+
+/**
+ * Takes the lock for replacing the socket file at `path`, or returns null if someone holds it.
+ * On Linux the lock is a socket bound in the abstract namespace under a name derived from the
+ * absolute path: bind(2) makes taking it atomic across processes, and the kernel frees it when
+ * its holder dies, so a crash never leaves a stale lock. Elsewhere it is a lock of this process
+ * only (two processes replacing the same stale file in the same millisecond remain a race).
+ */
+async function lockPath(path: string): Promise<{ release(): Promise<void> } | null> {
+  const key = resolve(path);
+  if (localLocks.has(key)) return null;
+  localLocks.add(key);
+  const unlock = () => {
+    localLocks.delete(key);
+  };
+  if (process.platform !== 'linux') return { release: async () => unlock() };
+  const name = `\0quiesce-listen-lock-${createHash('sha256').update(key).digest('hex').slice(0, 40)}`;
+  const server = net.createServer();
+  try {
+    await bind(server, { path: name }, 'the stale-socket lock');
+  } catch (e) {
+    unlock();
+    if (e instanceof ListenError && e.errno === 'EADDRINUSE') return null;
+    throw e;
+  }
+  return {
+    release: () =>
+      new Promise<void>((r) =>
+        server.close(() => {
+          unlock();
+          r();
+        }),
+      ),
+  };
 }
 
 async function listenFd(o: FdListenOptions): Promise<Listener> {
@@ -354,6 +506,13 @@ async function listenFd(o: FdListenOptions): Promise<Listener> {
 
 async function listenTcp(o: TcpListenOptions): Promise<Listener> {
   const port = validPort(o.port);
+  if (o.host !== undefined && typeof o.host !== 'string') {
+    throw new ArgumentError(`listen: host must be a string, got ${String(o.host)}`);
+  }
+  if (o.ipv6Only !== undefined && typeof o.ipv6Only !== 'boolean') {
+    throw new ArgumentError(`listen: ipv6Only must be a boolean, got ${String(o.ipv6Only)}`);
+  }
+  validBacklog(o.backlog);
   const server = newServer();
   const what = o.host ? `${o.host}:${port}` : `port ${port}`;
   await bind(server, { port, host: o.host, ipv6Only: o.ipv6Only, backlog: o.backlog }, what);

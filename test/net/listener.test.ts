@@ -1,13 +1,13 @@
 import assert from 'node:assert/strict';
 import { onDiagnostic } from '../../src/core/index.ts';
-import { execFileSync } from 'node:child_process';
+import { execFileSync, spawn as spawnProcess } from 'node:child_process';
 import { mkdtempSync, rmSync, statSync, writeFileSync, existsSync } from 'node:fs';
 import net from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, describe, test } from 'node:test';
 import { ArgumentError } from '../../src/core/index.ts';
-import { ListenError, ListenerInUseError, listen, serve } from '../../src/net/index.ts';
+import { ListenError, Listener, ListenerInUseError, listen, serve } from '../../src/net/index.ts';
 import { useTestClock } from '../../src/testing/index.ts';
 import { collect, converse } from './helpers.ts';
 import { checkLeaks } from '../helpers/leaks.ts';
@@ -68,6 +68,17 @@ describe('listen: TCP', { timeout: 15_000 }, () => {
   test('options are checked with a clear error', async () => {
     await assert.rejects(listen({ port: 70000 }), ArgumentError);
     await assert.rejects(listen({} as never), ArgumentError);
+    await assert.rejects(listen({ port: 0, backlog: -1 }), /backlog must be an integer >= 0/);
+    await assert.rejects(listen({ port: 0, backlog: 1.5 }), ArgumentError);
+    await assert.rejects(
+      listen({ port: 0, ipv6Only: 'yes' as never }),
+      /ipv6Only must be a boolean/,
+    );
+    await assert.rejects(listen({ path: join(dir, 'b.sock'), backlog: -1 }), ArgumentError);
+    await assert.rejects(
+      listen({ path: join(dir, 'b.sock'), removeStale: 'no' as never }),
+      /removeStale must be a boolean/,
+    );
   });
 
   test('connections accepted before serve() are served, not lost', async () => {
@@ -130,6 +141,102 @@ describe('listen: unix sockets', { timeout: 15_000 }, () => {
     assert.ok(e instanceof ListenError);
     assert.equal(e.errno, 'EADDRINUSE');
     await a.close();
+  });
+
+  test('a live server too busy to accept (full accept queue) is not taken for stale: EADDRINUSE, file untouched', async () => {
+    const path = join(dir, 'busy.sock');
+    // A live server whose accept queue is full: connecting answers EAGAIN, not ECONNREFUSED.
+    const py = spawnProcess(
+      'python3',
+      [
+        '-c',
+        `import socket, sys, time
+s = socket.socket(socket.AF_UNIX); s.bind(sys.argv[1]); s.listen(0)
+cs = []
+for i in range(4):
+    c = socket.socket(socket.AF_UNIX); c.setblocking(False)
+    try: c.connect(sys.argv[1])
+    except OSError: pass
+    cs.append(c)
+print('ready', flush=True)
+time.sleep(10)`,
+        path,
+      ],
+      { stdio: ['ignore', 'pipe', 'inherit'] },
+    );
+    const exited = new Promise((r) => py.once('exit', r));
+    try {
+      await new Promise<void>((r) => py.stdout!.once('data', () => r()));
+      const ino = statSync(path).ino;
+      const e = await listen({ path }).catch((err: unknown) => err);
+      if (e instanceof Listener) await e.close();
+      assert.ok(e instanceof ListenError, String(e));
+      assert.equal(e.errno, 'EADDRINUSE');
+      assert.equal(statSync(path).ino, ino, 'the live socket file was replaced');
+    } finally {
+      py.kill(); // the process this test started, by its handle
+      await exited;
+    }
+  });
+
+  test('two listen() at once over one stale file: exactly one wins, the other is EADDRINUSE', async () => {
+    const path = join(dir, 'race.sock');
+    execFileSync('python3', [
+      '-c',
+      'import socket,sys; s=socket.socket(socket.AF_UNIX); s.bind(sys.argv[1])',
+      path,
+    ]);
+    const results = await Promise.allSettled([
+      listen({ path }),
+      listen({ path }),
+      listen({ path }),
+    ]);
+    const won = results.flatMap((r) => (r.status === 'fulfilled' ? [r.value] : []));
+    try {
+      assert.equal(won.length, 1, `${won.length} listeners own ${path}`);
+      for (const r of results) {
+        if (r.status === 'rejected') {
+          assert.ok(r.reason instanceof ListenError, String(r.reason));
+          assert.equal(r.reason.errno, 'EADDRINUSE');
+        }
+      }
+      const server = serve(won[0], hello);
+      assert.equal((await collect(net.connect({ path }))).data, 'Hello.\n');
+      await server.shutdown();
+      assert.equal(existsSync(path), false);
+    } finally {
+      await Promise.all(won.map((l) => l.close()));
+    }
+  });
+
+  test('a socket in a directory that does not exist says so (ENOENT), not EACCES', async () => {
+    const e = await listen({ path: join(dir, 'no-such-dir', 'x.sock') }).catch(
+      (err: unknown) => err,
+    );
+    assert.ok(e instanceof ListenError, String(e));
+    assert.equal(e.errno, 'ENOENT');
+    assert.match(e.message, /no-such-dir does not exist/);
+  });
+
+  test('mode never narrows the process umask across an await', async () => {
+    const path = join(dir, 'umask.sock');
+    const mask = process.umask(0o022);
+    try {
+      const seen = new Set<number>();
+      let done = false;
+      const pending = listen({ path, mode: 0o600 }).finally(() => {
+        done = true;
+      });
+      // What other code running meanwhile (between ticks) would get.
+      for (let i = 0; i < 100_000 && !done; i++) {
+        seen.add(process.umask(0o022));
+        await new Promise((r) => process.nextTick(r));
+      }
+      await (await pending).close();
+      assert.deepEqual([...seen], [0o022]);
+    } finally {
+      process.umask(mask);
+    }
   });
 
   test('a path that is not a socket is refused and left alone', async () => {
