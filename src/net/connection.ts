@@ -160,6 +160,13 @@ export class Connection implements AsyncDisposable {
       this.#wake();
     });
     socket.on('drain', () => this.#wakeWrite());
+    // A socket that already emitted 'close' never emits it again: without this, `closed` and
+    // `gracefulClose` would wait forever.
+    if (socket.closed) {
+      this.#isClosed = true;
+      this.#closed = RESOLVED;
+      return;
+    }
     this.#closed = new Promise<void>((resolve) => {
       socket.once('close', () => {
         this.#isClosed = true;

@@ -3,6 +3,7 @@ import { describe, test } from 'node:test';
 import { isCancellation, spawn } from '../../src/core/index.ts';
 import {
   ConcurrentReadError,
+  Connection,
   ConnectionClosedError,
   ConnectionError,
   IdleTimeoutError,
@@ -371,6 +372,22 @@ describe('gracefulClose', { timeout: 20_000 }, () => {
     assert.equal(s.data, 'bye\n');
     assert.equal(s.error, undefined);
     await p.close();
+  });
+
+  test('on a socket that had already closed: closed and gracefulClose resolve at once', {
+    timeout: 3000,
+  }, async () => {
+    const p = await pair();
+    try {
+      p.conn.socket.destroy();
+      await p.conn.closed;
+      const late = new Connection(p.conn.socket);
+      await late.closed;
+      assert.deepEqual(await late.gracefulClose(), { outcome: 'closed', discardedBytes: 0 });
+      await assert.rejects(late.read(), ConnectionClosedError);
+    } finally {
+      await p.close();
+    }
   });
 
   test('is idempotent and fails pending reads with ConnectionClosedError', async () => {
