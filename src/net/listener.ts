@@ -23,6 +23,7 @@ import { now } from '../core/clock.ts';
 import { report } from '../core/diagnostics.ts';
 import { ArgumentError } from '../core/errors.ts';
 import { ListenError, NoInheritedSocketError } from './errors.ts';
+import { describeError, observeHookResult } from './hooks.ts';
 import { claimInherited, releaseInherited } from './systemd.ts';
 
 /** Listen on a TCP port. */
@@ -97,7 +98,7 @@ export class Listener implements AsyncDisposable {
    * Where accept errors go once the backoff lets one through; by default a process warning
    * with code `QUIESCE_ACCEPT_ERROR`. `serve({ onAcceptError })` sets it.
    */
-  onAcceptError: ((info: AcceptErrorInfo) => void) | null = null;
+  onAcceptError: ((info: AcceptErrorInfo) => unknown) | null = null;
 
   /** @internal use `listen`. */
   constructor(server: net.Server, address: ListenerAddress) {
@@ -159,7 +160,13 @@ export class Listener implements AsyncDisposable {
     this.#suppressed = 0;
     if (this.onAcceptError) {
       try {
-        this.onAcceptError(info);
+        observeHookResult(this.onAcceptError(info), (hookError) =>
+          report({
+            code: 'QUIESCE_HANDLER_ERROR',
+            message: `onAcceptError of ${describe(this.#address)} failed while reporting an accept error (${describeError(e)})`,
+            error: hookError,
+          }),
+        );
         return;
       } catch {
         // fall through to the default report: an accept error must be seen somewhere

@@ -29,6 +29,7 @@ import { Semaphore } from '../sync/semaphore.ts';
 import { Connection } from './connection.ts';
 import { DrainFlag } from './drain.ts';
 import { IdleTimeoutError, ListenerInUseError } from './errors.ts';
+import { describeError, observeHookResult } from './hooks.ts';
 import type { AcceptErrorInfo, Listener } from './listener.ts';
 
 /** A connection handler: talk to the peer, then return (the connection is closed for you). */
@@ -52,10 +53,16 @@ export interface ServeOptions {
   closeTimeoutMs?: number;
   /** `gracefulClose` discard cap after a handler settles. Default: 65536. */
   closeMaxBytes?: number;
-  /** Where handler errors go. Default: a `QUIESCE_HANDLER_ERROR` diagnostic (`onDiagnostic`). */
-  onError?: (error: unknown, conn: Connection) => void;
-  /** Where accept errors (EMFILE, …) go, with backoff. Default: a `QUIESCE_ACCEPT_ERROR` warning. */
-  onAcceptError?: (info: AcceptErrorInfo) => void;
+  /**
+   * Where handler errors go. Default: a `QUIESCE_HANDLER_ERROR` diagnostic (`onDiagnostic`).
+   * It may be async; if it throws or rejects, that is a `QUIESCE_HANDLER_ERROR` diagnostic.
+   */
+  onError?: (error: unknown, conn: Connection) => unknown;
+  /**
+   * Where accept errors (EMFILE, …) go, with backoff. Default: a `QUIESCE_ACCEPT_ERROR` warning.
+   * It may be async; a rejection is a `QUIESCE_HANDLER_ERROR` diagnostic.
+   */
+  onAcceptError?: (info: AcceptErrorInfo) => unknown;
 }
 
 /** Options for `server.shutdown`. */
@@ -251,18 +258,29 @@ export class Server implements AsyncDisposable {
   }
 
   #reportError(error: unknown, conn: Connection): void {
-    if (this.#onError) {
+    const task = current().task?.name;
+    const onError = this.#onError;
+    if (onError) {
+      const hookFailed = (e: unknown) =>
+        report({
+          code: 'QUIESCE_HANDLER_ERROR',
+          message: `onError of ${this.name} failed while reporting the error of connection ${
+            conn.id
+          } (${describeError(error)})`,
+          task,
+          error: e,
+        });
       try {
-        this.#onError(error, conn);
-        return;
+        observeHookResult(onError(error, conn), hookFailed);
       } catch (e) {
-        error = e;
+        hookFailed(e);
       }
+      return;
     }
     report({
       code: 'QUIESCE_HANDLER_ERROR',
       message: `handler of ${this.name} failed on connection ${conn.id}`,
-      task: current().task?.name,
+      task,
       error,
     });
   }
@@ -420,6 +438,12 @@ export function serve(listener: Listener, handler: Handler, options?: ServeOptio
     !(Number.isInteger(max) && max >= 1)
   ) {
     throw new ArgumentError(`serve: maxConnections must be an integer >= 1, got ${String(max)}`);
+  }
+  for (const hook of ['onError', 'onAcceptError'] as const) {
+    const f = options?.[hook];
+    if (f !== undefined && typeof f !== 'function') {
+      throw new ArgumentError(`serve: ${hook} must be a function, got ${String(f)}`);
+    }
   }
   const o: ServeOptions = {
     ...options,

@@ -315,6 +315,62 @@ describe('serve: failures stay contained', { timeout: 30_000 }, () => {
     }
   });
 
+  test('an async onError or onAcceptError that rejects is a QUIESCE_HANDLER_ERROR diagnostic, never an unhandled rejection', async () => {
+    const seen: Diagnostic[] = [];
+    const unhandled: unknown[] = [];
+    const onUnhandled = (e: unknown) => unhandled.push(e);
+    process.on('unhandledRejection', onUnhandled);
+    const restore = onDiagnostic((d) => seen.push(d));
+    try {
+      const { server, port } = await start(
+        () => {
+          throw new Error('handler failed');
+        },
+        {
+          onError: async () => {
+            await Promise.resolve();
+            throw new Error('log sink unavailable');
+          },
+          onAcceptError: () => Promise.reject(new Error('accept log sink unavailable')),
+        },
+      );
+      await converse(port);
+      server.listener.server.emit(
+        'error',
+        Object.assign(new Error('accept EMFILE'), { code: 'EMFILE', syscall: 'accept' }),
+      );
+      assert.ok(await until(() => seen.length === 2 || unhandled.length > 0));
+      await delay(20); // an unhandled rejection is reported a tick after the fact
+      assert.deepEqual(unhandled, []);
+      assert.deepEqual(seen.map((d) => [d.code, (d.error as Error).message]).sort(), [
+        ['QUIESCE_HANDLER_ERROR', 'accept log sink unavailable'],
+        ['QUIESCE_HANDLER_ERROR', 'log sink unavailable'],
+      ]);
+      assert.match(seen.find((d) => /onError/.test(d.message))!.message, /handler failed/);
+      assert.equal(server.stats.failed, 1);
+      await server.shutdown();
+    } finally {
+      restore();
+      process.off('unhandledRejection', onUnhandled);
+    }
+  });
+
+  test('onError and onAcceptError must be functions', async () => {
+    const listener = await listen({ host: '127.0.0.1', port: 0 });
+    try {
+      assert.throws(
+        () => serve(listener, () => {}, { onError: 'log' as never }),
+        /onError must be a function/,
+      );
+      assert.throws(
+        () => serve(listener, () => {}, { onAcceptError: {} as never }),
+        /onAcceptError must be a function/,
+      );
+    } finally {
+      await listener.close();
+    }
+  });
+
   test('a peer that resets mid-write fails that handler with ConnectionError only', async () => {
     const errors: unknown[] = [];
     const { server, port } = await start(
