@@ -15,6 +15,12 @@ import { NoInheritedSocketError } from './errors.ts';
 /** The first inherited descriptor (`SD_LISTEN_FDS_START`). */
 export const LISTEN_FDS_START = 3;
 
+/**
+ * The most descriptors a `LISTEN_FDS` count may claim. Far above any real hand-over, far below
+ * what a corrupt count such as `1000000000` would cost (a list that exhausts the heap).
+ */
+const LISTEN_FDS_MAX = 65536;
+
 /** One socket handed over by the parent. */
 export interface InheritedSocket {
   /** The descriptor number in this process (3, 4, …). */
@@ -51,6 +57,11 @@ export function parseListenFds(env: ListenFdsEnv, pid: number): InheritedSocket[
     throw new NoInheritedSocketError(`LISTEN_FDS must be a count of descriptors, got "${count}"`);
   }
   const n = Number(count);
+  if (n > LISTEN_FDS_MAX) {
+    throw new NoInheritedSocketError(
+      `LISTEN_FDS says ${count} descriptors; more than ${LISTEN_FDS_MAX} is taken for a corrupt environment`,
+    );
+  }
   const names =
     env.LISTEN_FDNAMES === undefined || env.LISTEN_FDNAMES === ''
       ? []
@@ -68,20 +79,28 @@ export function parseListenFds(env: ListenFdsEnv, pid: number): InheritedSocket[
 }
 
 let inherited: readonly InheritedSocket[] | null = null;
+// The first reading's error, thrown again by every later call: the variables are gone by then,
+// and reading "nothing inherited" instead would be the silent guess guarantee 4 forbids.
+let malformed: NoInheritedSocketError | null = null;
 const claimed = new Set<number>();
 
 /**
  * The sockets this process inherited, read from `process.env` on first call (which then
- * unsets the variables, guarantee 1) and remembered for later calls.
+ * unsets the variables, guarantee 1) and remembered for later calls. A malformed environment
+ * throws `NoInheritedSocketError`, on the first call and on every later one.
  * **Cancellation**: synchronous; not a checkpoint.
  * @example
  * for (const { fd, name } of inheritedSockets()) console.log(name, fd);
  */
 export function inheritedSockets(): readonly InheritedSocket[] {
+  if (malformed !== null) throw malformed;
   if (inherited === null) {
     const env = process.env;
     try {
       inherited = Object.freeze(parseListenFds(env, process.pid));
+    } catch (e) {
+      if (e instanceof NoInheritedSocketError) malformed = e;
+      throw e;
     } finally {
       delete env.LISTEN_FDS;
       delete env.LISTEN_FDNAMES;

@@ -1,12 +1,14 @@
 import assert from 'node:assert/strict';
-import { type ChildProcess, spawn } from 'node:child_process';
+import { type ChildProcess, execFile, spawn } from 'node:child_process';
 import net from 'node:net';
 import { createInterface } from 'node:readline';
 import { describe, test } from 'node:test';
+import { promisify } from 'node:util';
 import { NoInheritedSocketError, parseListenFds } from '../../src/net/index.ts';
 import { converse } from './helpers.ts';
 
 const node = process.execPath;
+const execFileP = promisify(execFile);
 const worker = new URL('./fixtures/inherited-worker.ts', import.meta.url).pathname;
 
 describe('parseListenFds (the LISTEN_FDS convention)', () => {
@@ -38,6 +40,45 @@ describe('parseListenFds (the LISTEN_FDS convention)', () => {
       () => parseListenFds({ LISTEN_FDS: '2', LISTEN_FDNAMES: 'http' }, 10),
       /names 1 socket/,
     );
+  });
+
+  test('an absurd count is a corrupt environment, not millions of descriptors', () => {
+    assert.equal(parseListenFds({ LISTEN_FDS: '65536' }, 10).length, 65536);
+    for (const count of ['65537', '3000000', '99999999999999999999']) {
+      assert.throws(() => parseListenFds({ LISTEN_FDS: count }, 10), NoInheritedSocketError);
+    }
+  });
+});
+
+describe('inheritedSockets (reads the environment once)', { timeout: 15_000 }, () => {
+  test('a malformed environment throws on every call, never "nothing inherited" after the first', async () => {
+    const net = new URL('../../src/net/index.ts', import.meta.url).pathname;
+    const script = `
+      import { inheritedSockets, listenInherited } from ${JSON.stringify(net)};
+      const out = [];
+      for (const f of [
+        () => listenInherited('http', { fallback: { host: '127.0.0.1', port: 0 } }),
+        () => listenInherited('http', { fallback: { host: '127.0.0.1', port: 0 } }),
+        () => inheritedSockets(),
+      ]) {
+        try {
+          const r = await f();
+          out.push('no error');
+          if (r && typeof r.close === 'function') await r.close();
+        } catch (e) {
+          out.push(e.code);
+        }
+      }
+      console.log(JSON.stringify({ out, left: Object.keys(process.env).filter((k) => k.startsWith('LISTEN_')) }));
+    `;
+    const { stdout } = await execFileP(node, ['--input-type=module', '-e', script], {
+      env: { ...process.env, LISTEN_FDS: '2', LISTEN_FDNAMES: 'http' },
+      timeout: 10_000,
+    });
+    assert.deepEqual(JSON.parse(stdout), {
+      out: ['ERR_NO_INHERITED_SOCKET', 'ERR_NO_INHERITED_SOCKET', 'ERR_NO_INHERITED_SOCKET'],
+      left: [],
+    });
   });
 });
 
