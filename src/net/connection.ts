@@ -94,6 +94,18 @@ const VOID: { value: undefined } = { value: undefined };
 
 function noop(): void {}
 
+/**
+ * The error for a `maxBytes` that is not a whole count: a fraction would make the byte count
+ * drift from the bytes buffered (`Buffer.subarray` truncates), and bytes would be lost.
+ */
+function badMax(max: unknown, what: string): ArgumentError | null {
+  if (max === Number.POSITIVE_INFINITY) return null;
+  if (typeof max === 'number' && Number.isInteger(max) && max >= 1) return null;
+  return new ArgumentError(
+    `${what}: maxBytes must be an integer >= 1 or Infinity, got ${String(max)}`,
+  );
+}
+
 let nextId = 1;
 
 /**
@@ -470,9 +482,8 @@ export class Connection implements AsyncDisposable {
    * for (let b = await conn.read(); b !== null; b = await conn.read()) await conn.write(b);
    */
   read(maxBytes = Number.POSITIVE_INFINITY): Promise<Buffer | null> {
-    if (!(maxBytes > 0)) {
-      return Promise.reject(new ArgumentError('read(maxBytes): maxBytes must be positive'));
-    }
+    const bad = badMax(maxBytes, 'read(maxBytes)');
+    if (bad) return Promise.reject(bad);
     return this.#readOp(DATA, maxBytes, 'read');
   }
 
@@ -487,7 +498,8 @@ export class Connection implements AsyncDisposable {
    */
   readLine(options?: ReadLineOptions): Promise<string | null> {
     const max = options?.maxBytes ?? DEFAULT_LINE_MAX;
-    if (!(max > 0)) return Promise.reject(new ArgumentError('readLine: maxBytes must be positive'));
+    const bad = badMax(max, 'readLine');
+    if (bad) return Promise.reject(bad);
     return this.#readOp(LINE, max, 'readLine');
   }
 
@@ -500,7 +512,8 @@ export class Connection implements AsyncDisposable {
    * const r = await select(conn.readEvent(), chan.readEvent(), after(30_000));
    */
   readEvent(maxBytes = Number.POSITIVE_INFINITY): SelectEvent<Buffer | null> {
-    if (!(maxBytes > 0)) throw new ArgumentError('readEvent(maxBytes): maxBytes must be positive');
+    const bad = badMax(maxBytes, 'readEvent(maxBytes)');
+    if (bad) throw bad;
     return this.#event(DATA, maxBytes, 'readEvent');
   }
 
@@ -513,7 +526,8 @@ export class Connection implements AsyncDisposable {
    */
   lineEvent(options?: ReadLineOptions): SelectEvent<string | null> {
     const max = options?.maxBytes ?? DEFAULT_LINE_MAX;
-    if (!(max > 0)) throw new ArgumentError('lineEvent: maxBytes must be positive');
+    const bad = badMax(max, 'lineEvent');
+    if (bad) throw bad;
     return this.#event(LINE, max, 'lineEvent');
   }
 
@@ -580,7 +594,8 @@ export class Connection implements AsyncDisposable {
       throw new ArgumentError(`readWithin(ms): ms must be a number, got ${String(ms)}`);
     }
     const max = options?.maxBytes ?? Number.POSITIVE_INFINITY;
-    if (!(max > 0)) throw new ArgumentError('readWithin: maxBytes must be positive');
+    const bad = badMax(max, 'readWithin');
+    if (bad) throw bad;
     const data = this.readEvent(max);
     const r =
       options?.returnOnShutdown === false

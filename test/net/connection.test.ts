@@ -1,6 +1,6 @@
 import assert from 'node:assert/strict';
 import { describe, test } from 'node:test';
-import { isCancellation, spawn } from '../../src/core/index.ts';
+import { ArgumentError, isCancellation, spawn } from '../../src/core/index.ts';
 import {
   ConcurrentReadError,
   Connection,
@@ -69,6 +69,26 @@ describe('Connection reads', { timeout: 20_000 }, () => {
       assert.equal(await p.conn.readLine({ maxBytes: 1 << 20 }), 'b'.repeat(100_000));
       // Too long is still found out, past 64 KiB too: after maxBytes + 1 bytes, not a hang.
       await assert.rejects(p.conn.readLine({ maxBytes: 150_000 }), LineTooLongError);
+    } finally {
+      await p.close();
+    }
+  });
+
+  test('maxBytes is a whole count of bytes: a fraction is refused, and nothing is consumed', async () => {
+    const p = await pair();
+    try {
+      p.client.end('abcd');
+      await delay(20);
+      for (const bad of [1.5, 0.5, 0, -1, Number.NaN, '2' as never]) {
+        await assert.rejects(p.conn.read(bad), ArgumentError);
+        await assert.rejects(p.conn.readLine({ maxBytes: bad }), ArgumentError);
+        await assert.rejects(p.conn.readWithin(10, { maxBytes: bad }), ArgumentError);
+        assert.throws(() => p.conn.readEvent(bad), ArgumentError);
+        assert.throws(() => p.conn.lineEvent({ maxBytes: bad }), ArgumentError);
+      }
+      assert.equal(String(await p.conn.read(1)), 'a');
+      assert.equal(String(await p.conn.read(Number.POSITIVE_INFINITY)), 'bcd');
+      assert.equal(await p.conn.read(), null);
     } finally {
       await p.close();
     }
