@@ -73,9 +73,12 @@ export interface ShutdownOptions {
 
 /** What a finished server reports. */
 export interface ShutdownReport {
-  /** Connections still running when the shutdown began that finished on their own. */
+  /**
+   * Connections open when the shutdown began whose handler finished on its own (a connection
+   * only closing at the deadline, its handler done, counts here).
+   */
   readonly drained: number;
-  /** Connections cancelled at the drain deadline. */
+  /** Connections whose handler was still running, or waiting for a slot, at the drain deadline. */
   readonly cancelled: number;
   /** Whether the drain deadline was reached. */
   readonly deadlineReached: boolean;
@@ -130,6 +133,10 @@ export class Server implements AsyncDisposable {
   #completed = 0;
   #failed = 0;
   #idleTimeouts = 0;
+  // Connections whose handler has not settled yet (running, or waiting for a slot). Not the
+  // group's size: a connection whose handler returned may still be in its bounded
+  // gracefulClose, and cancelling it at the drain deadline cancels nothing of the handler's.
+  #busy = 0;
 
   /** @internal use `serve`. */
   constructor(listener: Listener, handler: Handler, o: ServeOptions) {
@@ -229,7 +236,13 @@ export class Server implements AsyncDisposable {
   }
 
   #spawnOne(conn: Connection): void {
-    this.#group.spawn(() => this.#serveOne(conn), { name: `${this.name}/conn-${conn.id}` });
+    this.#busy++; // from the accept on: a shutdown's count must not miss a task not yet started
+    try {
+      this.#group.spawn(() => this.#serveOne(conn), { name: `${this.name}/conn-${conn.id}` });
+    } catch (e) {
+      this.#busy--;
+      throw e;
+    }
   }
 
   async #serveOne(conn: Connection): Promise<void> {
@@ -252,6 +265,7 @@ export class Server implements AsyncDisposable {
         }
       }
     } finally {
+      this.#busy--;
       if (slot) this.#slots!.release();
       await conn.gracefulClose({ timeoutMs: this.#closeMs, maxBytes: this.#closeMax });
     }
@@ -341,7 +355,7 @@ export class Server implements AsyncDisposable {
     this.#retimeDrain = null;
     let cancelled = 0;
     if (!inTime) {
-      cancelled = this.#group.size;
+      cancelled = this.#busy;
       this.#group.scope.cancel({ kind: 'shutdown', reason: 'drain deadline', at: now() });
       await this.#group.idle();
     }

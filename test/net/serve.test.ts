@@ -21,7 +21,7 @@ import {
   type ResourceSnapshot,
   snapshotResources,
 } from '../../src/testing/index.ts';
-import { collect, converse, delay, dial, type Seen, until } from './helpers.ts';
+import { closedOf, collect, converse, delay, dial, type Seen, until } from './helpers.ts';
 
 let before: ResourceSnapshot;
 beforeEach(() => {
@@ -183,6 +183,43 @@ describe('serve: graceful shutdown', { timeout: 30_000 }, () => {
     const got = await seen;
     assert.equal(got.data, 'working\ncleanup\n');
     assert.equal(got.error, undefined);
+  });
+
+  test('the report counts as cancelled only handlers still running (or waiting for a slot) at the deadline', async () => {
+    const { server, port } = await start(
+      async (conn) => {
+        if ((await conn.readLine()) === 'hang') await sleep(Number.POSITIVE_INFINITY);
+        await conn.write('bye\n');
+      },
+      { maxConnections: 1, closeTimeoutMs: 800 },
+    );
+    const clients: net.Socket[] = [];
+    try {
+      // Its handler returns, then its close waits for an EOF this peer never sends.
+      const quiet = await dial(port, { allowHalfOpen: true });
+      clients.push(quiet);
+      quiet.on('error', () => {});
+      quiet.write('done\n');
+      assert.ok(await until(() => server.stats.completed === 1));
+      const hung = await dial(port); // takes the slot and never finishes
+      clients.push(hung);
+      const seen = [collect(hung)];
+      hung.write('hang\n');
+      const waiting = await dial(port); // waits for the slot until the deadline
+      clients.push(waiting);
+      seen.push(collect(waiting));
+      assert.ok(await until(() => server.stats.waiting === 1));
+      const r = await server.shutdown({ drainTimeoutMs: 100 });
+      assert.equal(r.deadlineReached, true);
+      assert.deepEqual(
+        { drained: r.drained, cancelled: r.cancelled },
+        { drained: 1, cancelled: 2 },
+      );
+      await Promise.all(seen);
+    } finally {
+      for (const c of clients) c.destroy();
+      await Promise.all([server.shutdown({ drainTimeoutMs: 0 }), ...clients.map(closedOf)]);
+    }
   });
 
   test('a later shutdown with a shorter deadline brings the deadline forward', async () => {
