@@ -126,8 +126,8 @@ export class Connection implements AsyncDisposable {
   #queued = 0;
   // readLine: the first #scanned unread bytes hold no '\n'.
   #scanned = 0;
-  // Invariant: #flowing === the socket is resumed by us; false whenever #queued >= PAUSE_AT
-  // outside gracefulClose.
+  // Invariant: #flowing === the socket is resumed by us; false whenever #queued >= #pauseAt()
+  // after a chunk arrived, outside gracefulClose.
   #flowing = false;
   #listening = false;
   #discarding = false;
