@@ -70,6 +70,26 @@ const surfaces: Record<string, string[]> = {
     'taskDone',
   ],
   http: [],
+  supervisor: [
+    'CommandNotExecutableError',
+    'CommandNotFoundError',
+    'ControlSocketError',
+    'CrashLoopError',
+    'ListenAddressError',
+    'ListenError',
+    'READY_FD_ENV',
+    'ReloadError',
+    'Supervisor',
+    'SupervisorStoppingError',
+    'WorkerNotReadyError',
+    'controlRequest',
+    'defaultControlPath',
+    'formatAddress',
+    'notifyReady',
+    'parseListenSpec',
+    'supervisedWorker',
+  ],
+  // quiesce/net's surface is pinned, with its error codes, in test/net/exports.test.ts.
 };
 
 for (const [part, names] of Object.entries(surfaces)) {
