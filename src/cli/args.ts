@@ -45,6 +45,7 @@ export type Command =
       readonly drainTimeoutMs: number;
       readonly assumeReadyAfterMs: number | undefined;
       readonly readyOnListen: boolean;
+      readonly compileCache: boolean;
       readonly drainSignal: NodeJS.Signals;
       readonly maxRestarts: number;
       readonly restartWindowMs: number;
@@ -70,6 +71,7 @@ const RUN_OPTS: OptSpec[] = [
   { long: 'drain-timeout', value: true },
   { long: 'assume-ready-after', value: true },
   { long: 'ready-on-listen', value: false },
+  { long: 'no-compile-cache', value: false },
   { long: 'drain-signal', value: true },
   { long: 'max-restarts', value: true },
   { long: 'restart-window', value: true },
@@ -301,6 +303,7 @@ function parseRun(argv: readonly string[]): Command {
     assumeReadyAfterMs:
       assume === undefined ? undefined : parseDuration('--assume-ready-after', assume, 'run'),
     readyOnListen: p.opts.has('ready-on-listen'),
+    compileCache: !p.opts.has('no-compile-cache'),
     drainSignal,
     maxRestarts: p.opts.has('max-restarts')
       ? parseCount('--max-restarts', last(p, 'max-restarts')!, 0, MAX_RESTARTS)

@@ -40,6 +40,9 @@ Options:
       --ready-on-listen        Node workers that do not call notifyReady(): ready once they
                                listen on every socket they were given (a preload, via
                                NODE_OPTIONS)
+      --no-compile-cache       do not give Node workers a shared NODE_COMPILE_CACHE (by
+                               default each generation after the first starts on the
+                               compiled code of the previous one: less CPU during reloads)
       --assume-ready-after DUR LAST RESORT for workers that cannot report readiness: treat
                                them as ready DUR after they start. A guess, not a signal.
       --name NAME              name of this supervisor, for the default control socket

@@ -153,6 +153,7 @@ async function runSupervisor(c: Extract<Command, { kind: 'run' }>): Promise<numb
           drainTimeoutMs: c.drainTimeoutMs,
           assumeReadyAfterMs: c.assumeReadyAfterMs,
           readyOnListen: c.readyOnListen,
+          ...(c.compileCache ? {} : { compileCache: false as const }),
           drainSignal: c.drainSignal,
           maxRestarts: c.maxRestarts,
           restartWindowMs: c.restartWindowMs,

@@ -26,6 +26,7 @@
  */
 import { readFileSync } from 'node:fs';
 import { constants as osConstants } from 'node:os';
+import { dirname, join } from 'node:path';
 import {
   all,
   ArgumentError,
@@ -85,6 +86,14 @@ export interface SupervisorOptions {
    * reports `READY=1` once the worker listens on every socket it was given. Default false.
    */
   readyOnListen?: boolean;
+  /**
+   * Where Node workers keep their compiled-code cache (`NODE_COMPILE_CACHE`), so that every
+   * generation after the first starts with a fraction of the CPU and competes less with the
+   * generation still serving. Default: `compile-cache` beside the default control socket (a
+   * private directory); `false` leaves the environment alone. A `NODE_COMPILE_CACHE` already
+   * in the environment wins. Other languages ignore the variable.
+   */
+  compileCache?: string | false;
   /** The signal that asks a worker to drain. Default `'SIGTERM'`. */
   drainSignal?: NodeJS.Signals;
   /** Restarts of one worker slot allowed within `restartWindowMs`. Default 5. */
@@ -281,6 +290,7 @@ interface Normalized {
   drainTimeoutMs: number;
   assumeReadyAfterMs: number | undefined;
   nodePreload: string | undefined;
+  compileCache: string | undefined;
   drainSignal: NodeJS.Signals;
   maxRestarts: number;
   restartWindowMs: number;
@@ -335,6 +345,10 @@ function normalize(o: SupervisorOptions): Normalized {
         ? undefined
         : ms('assumeReadyAfterMs', o.assumeReadyAfterMs, 0),
     nodePreload: o.readyOnListen ? READY_ON_LISTEN : undefined,
+    compileCache:
+      o.compileCache === false
+        ? undefined
+        : (o.compileCache ?? join(dirname(defaultControlPath(name, env)), 'compile-cache')),
     drainSignal,
     maxRestarts: int('maxRestarts', o.maxRestarts, 5, 0),
     restartWindowMs: ms('restartWindowMs', o.restartWindowMs, 60_000, 1),
@@ -625,6 +639,7 @@ export class Supervisor implements AsyncDisposable {
       slot: slot.index,
       assumeReadyAfterMs: o.assumeReadyAfterMs,
       nodePreload: o.nodePreload,
+      compileCache: o.compileCache,
       notReadyHint: readyHint(o, 'exited'),
     });
     const m: Member = {

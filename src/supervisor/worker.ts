@@ -54,6 +54,8 @@ export interface WorkerSpec {
   readonly assumeReadyAfterMs?: number;
   /** A Node option (`--import=…`) added to `NODE_OPTIONS`, e.g. the ready-on-listen preload. */
   readonly nodePreload?: string;
+  /** `NODE_COMPILE_CACHE` for the worker, unless its environment already sets one. */
+  readonly compileCache?: string;
   /** Appended to the error when the worker exits with status 0 before it said `READY=1`. */
   readonly notReadyHint?: string;
 }
@@ -101,6 +103,7 @@ export class WorkerProcess {
       QUIESCE_SUPERVISOR_PID: String(process.pid),
     });
     if (n === 0) delete env.LISTEN_FDNAMES;
+    if (spec.compileCache && !env.NODE_COMPILE_CACHE) env.NODE_COMPILE_CACHE = spec.compileCache;
     if (spec.nodePreload) {
       env.NODE_OPTIONS = `${env.NODE_OPTIONS ?? ''} ${spec.nodePreload}`.trim();
       env.QUIESCE_PRELOAD = spec.nodePreload;

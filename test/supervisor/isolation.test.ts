@@ -326,3 +326,46 @@ test('`quiesce stop` while the first generation is still starting: stop says sto
   assert.doesNotMatch(sup.stderr(), /before it was ready/);
   assert.ok(!existsSync(sup.control), 'the control socket is removed');
 });
+
+test('Node workers get a shared compile cache unless one is set or it is turned off', {
+  timeout: 30_000,
+}, async (t) => {
+  const worker = ['/bin/sh', '-c', 'echo READY=1 >&4; exec sleep 60'];
+  const envOf = (pid: number) =>
+    readFileSync(`/proc/${pid}/environ`, 'utf8')
+      .split('\0')
+      .find((kv) => kv.startsWith('NODE_COMPILE_CACHE='));
+  // No NODE_COMPILE_CACHE of our own: the supervisor supplies its private one.
+  const a = await startSupervisor({
+    t,
+    dir: tempDir(t),
+    worker,
+    env: { NODE_COMPILE_CACHE: undefined },
+    args: ['--drain-timeout', '1s'],
+  });
+  assert.match(envOf(a.workerPids()[0]) ?? '', /^NODE_COMPILE_CACHE=\/.+\/compile-cache$/);
+  await a.request('stop');
+  await a.exited;
+  // Turned off: the worker's environment is left alone.
+  const b = await startSupervisor({
+    t,
+    dir: tempDir(t),
+    worker,
+    env: { NODE_COMPILE_CACHE: undefined },
+    args: ['--drain-timeout', '1s', '--no-compile-cache'],
+  });
+  assert.equal(envOf(b.workerPids()[0]), undefined);
+  await b.request('stop');
+  await b.exited;
+  // Set by the user: theirs wins.
+  const c = await startSupervisor({
+    t,
+    dir: tempDir(t),
+    worker,
+    env: { NODE_COMPILE_CACHE: '/tmp/users-own-cache' },
+    args: ['--drain-timeout', '1s'],
+  });
+  assert.equal(envOf(c.workerPids()[0]), 'NODE_COMPILE_CACHE=/tmp/users-own-cache');
+  await c.request('stop');
+  await c.exited;
+});
