@@ -1,0 +1,3 @@
+import { testDocExamples } from '../helpers/doc-examples.ts';
+
+testDocExamples('README.md', 1);
