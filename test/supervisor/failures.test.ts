@@ -4,8 +4,7 @@
  */
 import assert from 'node:assert/strict';
 import { spawnSync } from 'node:child_process';
-import { existsSync, readdirSync, writeFileSync } from 'node:fs';
-import { join } from 'node:path';
+import { existsSync, readdirSync } from 'node:fs';
 import { test } from 'node:test';
 import {
   checkNoLeftovers,
@@ -15,6 +14,7 @@ import {
   startSupervisor,
   tempDir,
   until,
+  startWithMode,
 } from './helpers.ts';
 
 checkNoLeftovers();
@@ -35,19 +35,11 @@ for (const [broken, why] of [
   test(`a new generation that is ${broken}: the reload fails, the old one keeps serving, clients see nothing`, {
     timeout: 30_000,
   }, async (t) => {
-    const dir = tempDir(t);
-    const mode = join(dir, 'mode');
-    writeFileSync(mode, 'normal');
-    const sup = await startSupervisor({
-      t,
-      dir,
-      args: ['--ready-timeout', '1s'],
-      env: { FIXTURE_MODE_FILE: mode },
-    });
+    const sup = await startWithMode(t, 'normal', { args: ['--ready-timeout', '1s'] });
     const [oldPid] = sup.workerPids();
     // Invariant: while the broken generation comes and goes, every connection is answered.
     const l = load(() => hello(sup.port), { concurrency: 3, maxMs: 20_000 });
-    writeFileSync(mode, broken);
+    sup.deploy(broken);
     const r = await sup.request('reload');
     assert.equal(r.ok, false);
     assert.ok(!r.ok);
@@ -67,7 +59,7 @@ for (const [broken, why] of [
     assert.equal(status.generation, 1);
     assert.deepEqual([status.reloads.ok, status.reloads.failed], [0, 1]);
     // A fixed deploy reloads fine afterwards.
-    writeFileSync(mode, 'normal');
+    sup.deploy('normal');
     const again = await sup.request('reload');
     assert.ok(again.ok, JSON.stringify(again));
     assert.equal((again.reload as { generation: number }).generation, 3);
@@ -124,14 +116,8 @@ test('a worker that keeps crashing is a crash loop: the supervisor gives up and 
 test('a draining worker that ignores SIGTERM is killed after --drain-timeout', {
   timeout: 30_000,
 }, async (t) => {
-  const dir = tempDir(t);
-  const mode = join(dir, 'mode');
-  writeFileSync(mode, 'ignore-term');
-  const sup = await startSupervisor({
-    t,
-    dir,
+  const sup = await startWithMode(t, 'ignore-term', {
     args: ['--drain-timeout', '300ms'],
-    env: { FIXTURE_MODE_FILE: mode },
   });
   const [oldPid] = sup.workerPids();
   const r = await sup.request('reload');

@@ -3,7 +3,7 @@
  * it, and always clean up every process that was started (by pid), even when a test fails.
  */
 import { type ChildProcess, spawn } from 'node:child_process';
-import { mkdtempSync, rmSync } from 'node:fs';
+import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import * as http from 'node:http';
 import * as net from 'node:net';
 import { tmpdir } from 'node:os';
@@ -114,6 +114,23 @@ export interface StartOptions {
 }
 
 /** Starts `quiesce run` and registers its cleanup (supervisor and every worker, by pid). */
+/**
+ * Starts a supervisor over the fixture worker, whose behaviour each generation reads at start
+ * from a mode file (see fixtures/hello-worker.ts); `deploy(mode)` changes what the next
+ * generation will do, as a deploy would.
+ */
+export async function startWithMode(
+  t: TestContext,
+  mode: string,
+  o?: Omit<StartOptions, 't' | 'dir'>,
+): Promise<Sup & { deploy(mode: string): void }> {
+  const dir = tempDir(t);
+  const file = join(dir, 'mode');
+  writeFileSync(file, mode);
+  const sup = await startSupervisor({ ...o, t, dir, env: { ...o?.env, FIXTURE_MODE_FILE: file } });
+  return Object.assign(sup, { deploy: (m: string) => writeFileSync(file, m) });
+}
+
 export async function startSupervisor(o: StartOptions): Promise<Sup> {
   const control = join(o.dir, 'control.sock');
   const args = [...(o.args ?? [])];

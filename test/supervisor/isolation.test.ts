@@ -13,7 +13,6 @@ import {
   readFileSync,
   readlinkSync,
   statSync,
-  writeFileSync,
 } from 'node:fs';
 import * as net from 'node:net';
 import { join } from 'node:path';
@@ -26,6 +25,7 @@ import {
   tempDir,
   until,
   checkNoLeftovers,
+  startWithMode,
 } from './helpers.ts';
 
 checkNoLeftovers();
@@ -198,14 +198,8 @@ function acceptedInodes(port: number): string[] {
 test('the supervisor never accepts: every connection is held by a worker', {
   timeout: 30_000,
 }, async (t) => {
-  const dir = tempDir(t);
-  const mode = join(dir, 'mode');
-  writeFileSync(mode, 'normal hold=3000');
-  const sup = await startSupervisor({
-    t,
-    dir,
+  const sup = await startWithMode(t, 'normal hold=3000', {
     args: ['--workers', '2'],
-    env: { FIXTURE_MODE_FILE: mode },
   });
   const clients = await Promise.all(
     Array.from(
@@ -235,10 +229,7 @@ test('the supervisor never accepts: every connection is held by a worker', {
 test('SIGTERM drains the workers (a request in flight completes), then the supervisor exits 143', {
   timeout: 30_000,
 }, async (t) => {
-  const dir = tempDir(t);
-  const mode = join(dir, 'mode');
-  writeFileSync(mode, 'normal hold=800');
-  const sup = await startSupervisor({ t, dir, env: { FIXTURE_MODE_FILE: mode } });
+  const sup = await startWithMode(t, 'normal hold=800');
   const inFlight = hello(sup.port);
   await until(() => acceptedInodes(sup.port).length === 1, 5000, 'the connection to be accepted');
   sup.proc.kill('SIGTERM');
@@ -268,14 +259,8 @@ test('SIGINT stops with 130 and `quiesce stop` with 0, each after draining', {
 test('a second SIGINT exits 130 at once: workers SIGKILLed, the control socket removed, both said in the log', {
   timeout: 30_000,
 }, async (t) => {
-  const dir = tempDir(t);
-  const mode = join(dir, 'mode');
-  writeFileSync(mode, 'ignore-term');
-  const sup = await startSupervisor({
-    t,
-    dir,
+  const sup = await startWithMode(t, 'ignore-term', {
     args: ['--workers', '2', '--drain-timeout', '20s'],
-    env: { FIXTURE_MODE_FILE: mode },
   });
   sup.proc.kill('SIGINT');
   await sup.waitFor(/stopping: draining 2 worker\(s\)/);
@@ -305,14 +290,8 @@ test('a second SIGINT exits 130 at once: workers SIGKILLed, the control socket r
 test('`quiesce stop` while the first generation is still starting: stop says stopped, the supervisor exits 0', {
   timeout: 30_000,
 }, async (t) => {
-  const dir = tempDir(t);
-  const mode = join(dir, 'mode');
-  writeFileSync(mode, 'never-ready');
-  const sup = await startSupervisor({
-    t,
-    dir,
+  const sup = await startWithMode(t, 'never-ready', {
     args: ['--ready-timeout', '20s'],
-    env: { FIXTURE_MODE_FILE: mode },
     until: /generation 1 starting: pid \d+/,
   });
   const stop = await runCli(['stop', '--control', sup.control]);

@@ -3,7 +3,7 @@
  * or reset connection, and that a connection in flight finishes on the generation that took it.
  */
 import assert from 'node:assert/strict';
-import { readFileSync, writeFileSync } from 'node:fs';
+import { readFileSync } from 'node:fs';
 import * as net from 'node:net';
 import { join } from 'node:path';
 import { test } from 'node:test';
@@ -19,6 +19,7 @@ import {
   tempDir,
   until,
   checkNoLeftovers,
+  startWithMode,
 } from './helpers.ts';
 
 checkNoLeftovers();
@@ -104,10 +105,7 @@ test('reload requests made while a reload runs coalesce into exactly one more re
 test('connections in flight during a reload complete on the old generation, which drains before it exits', {
   timeout: 30_000,
 }, async (t) => {
-  const dir = tempDir(t);
-  const mode = join(dir, 'mode');
-  writeFileSync(mode, 'normal hold=1500');
-  const sup = await startSupervisor({ t, dir, env: { FIXTURE_MODE_FILE: mode } });
+  const sup = await startWithMode(t, 'normal hold=1500');
   const [oldPid] = sup.workerPids();
   // Five long connections, each already greeted by generation 1.
   const conns = await Promise.all(
@@ -132,7 +130,7 @@ test('connections in flight during a reload complete on the old generation, whic
   t.after(() => {
     for (const { c } of conns) c.destroy();
   });
-  writeFileSync(mode, 'normal');
+  sup.deploy('normal');
   const r = await sup.request('reload');
   assert.ok(r.ok, JSON.stringify(r));
   // The old worker is draining, not killed: it is still there with our connections open.
