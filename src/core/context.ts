@@ -17,9 +17,13 @@ import { AsyncLocalStorage, AsyncResource } from 'node:async_hooks';
 import { now } from './clock.ts';
 import { type CancelCause, Cancelled } from './errors.ts';
 
+/** Masking levels, ordered: a nested mask can only raise the level, never lower it. */
 export const UNMASKED = 0;
+/** `mask`: only operations that actually block can raise a pending cancellation. */
 export const MASKED = 1;
+/** `uninterruptibleMask`: nothing raises a pending cancellation. */
 export const UNINTERRUPTIBLE = 2;
+/** One of the three masking levels. */
 export type MaskLevel = 0 | 1 | 2;
 
 /** The smallest part of a task that the context tracks: what `currentTask` returns. */
@@ -154,6 +158,7 @@ export function raise(origin: CancelScope, ctx?: Ctx): Cancelled {
 }
 
 const storage = new AsyncLocalStorage<Ctx>();
+/** The scope of code outside any task: never cancelled, parent of every root task's scope. */
 export const rootScope = new CancelScope(null);
 const rootCtx: Ctx = { task: null, scope: rootScope, mask: UNMASKED };
 

@@ -137,6 +137,7 @@ export async function attempt<T>(fn: () => T | PromiseLike<T>): Promise<Result<T
   }
 }
 
+/** @internal a one-line human description of a cause, for error messages. */
 export function describeCause(c: CancelCause): string {
   switch (c.kind) {
     case 'deadline':

@@ -25,6 +25,7 @@ export class Pending<V = unknown> {
   }
 }
 
+/** A FIFO of `Pending` entries with O(1) removal from anywhere (see the module header). */
 export class WaitList<V = unknown> {
   head: Pending<V> | null = null;
   tail: Pending<V> | null = null;
