@@ -89,12 +89,26 @@ async function runCounting<T>(
 ): Promise<{ count: number; outcome: Result<T> }> {
   let root: Task<T> | undefined;
   let count = 0;
+  // An operation that first checks without blocking and then blocks, in one synchronous
+  // stretch (select, a read that finds nothing), is one checkpoint: a cancellation injected at
+  // the check is seen by the block too, so counting both would only add a redundant rerun.
+  let polled: TaskLike | null = null;
   const prev = hooks.checkpoint;
   hooks.checkpoint = (ctx: Ctx, blocking: boolean) => {
     prev?.(ctx, blocking);
     const r = root as Task<unknown> | undefined;
     if (!r || !inTree(ctx.task, r)) return;
+    if (blocking && polled !== null && polled === ctx.task) {
+      polled = null;
+      return;
+    }
     if (onlyDeliverable && !deliverable(ctx, blocking, r)) return;
+    if (!blocking) {
+      polled = ctx.task;
+      queueMicrotask(() => {
+        polled = null;
+      });
+    }
     onCheckpoint(++count, r);
   };
   try {
