@@ -212,10 +212,20 @@ export function pendingCancel(ctx: Ctx, blocking: boolean): CancelScope | null {
  * when unmasked; does nothing under a mask (it cannot block, so it cannot be interrupted).
  */
 export function pollCancel(): void {
+  const e = pendingCancellation();
+  if (e) throw e;
+}
+
+/**
+ * `pollCancel` as a value: the cancellation a non-blocking operation must report, or null.
+ * For operations that return a promise, so a pending cancellation comes back as a rejection
+ * rather than a synchronous throw. Runs the checkpoint hook once.
+ */
+export function pendingCancellation(): Cancelled | null {
   const ctx = current();
   if (hooks.checkpoint) hooks.checkpoint(ctx, false);
   const origin = pendingCancel(ctx, false);
-  if (origin) throw raise(origin, ctx);
+  return origin ? raise(origin, ctx) : null;
 }
 
 /** The signal foreign APIs get in `ctx`: never aborted when uninterruptible. */

@@ -18,7 +18,7 @@ import {
   CancelScope,
   type Ctx,
   current,
-  pollCancel,
+  pendingCancellation,
   runIn,
   type TaskLike,
   type Waiter,
@@ -114,7 +114,7 @@ export class Task<T> implements TaskLike, AsyncDisposable {
     this.#observed = true;
     const r = this.#outcome;
     if (r) {
-      const e = cancelNow();
+      const e = pendingCancellation();
       if (e) return Promise.reject(e);
       return r.ok ? Promise.resolve(r.value) : Promise.reject(r.error);
     }
@@ -130,7 +130,7 @@ export class Task<T> implements TaskLike, AsyncDisposable {
   result(): Promise<Result<T>> {
     this.#observed = true;
     if (this.#outcome) {
-      const e = cancelNow();
+      const e = pendingCancellation();
       return e ? Promise.reject(e) : Promise.resolve(this.#outcome);
     }
     return block<Result<T>>((w) => this.#addWaiter(w));
@@ -245,16 +245,6 @@ export class Task<T> implements TaskLike, AsyncDisposable {
       return () => {};
     }
     return this.#addWaiter(w);
-  }
-}
-
-/** The pending cancellation a non-blocking checkpoint would raise, as a value. */
-function cancelNow(): unknown {
-  try {
-    pollCancel();
-    return undefined;
-  } catch (e) {
-    return e;
   }
 }
 

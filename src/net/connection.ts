@@ -20,9 +20,8 @@
  */
 import type net from 'node:net';
 import { addDeadline, type Deadline, now, removeDeadline } from '../core/clock.ts';
-import { block, type Waiter } from '../core/context.ts';
+import { block, pendingCancellation, type Waiter } from '../core/context.ts';
 import { ArgumentError } from '../core/errors.ts';
-import { pendingCancellation } from '../sync/check.ts';
 import { after, type SelectEvent, select } from '../sync/select.ts';
 import { type DrainFlag, neverDraining } from './drain.ts';
 import {

@@ -18,10 +18,9 @@
  * Lock order: when nested `modify` calls hold several MVars at once, every task must take them
  * in one global order (say, by account id), or two tasks can deadlock each holding one.
  */
-import { block, pollCancel } from '../core/context.ts';
+import { block, pollCancel, pendingCancellation } from '../core/context.ts';
 import { ArgumentError } from '../core/errors.ts';
 import { mask } from '../core/mask.ts';
-import { pendingCancellation } from './check.ts';
 import type { SelectEvent } from './select.ts';
 import { WaitList } from './wait-list.ts';
 

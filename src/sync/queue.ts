@@ -13,10 +13,9 @@
  * 4. `close()` stops puts (blocked ones reject with `QueueClosedError`, their items not
  *    added); getters get every buffered item, then the end.
  */
-import { block, pollCancel } from '../core/context.ts';
+import { block, pollCancel, pendingCancellation } from '../core/context.ts';
 import { ArgumentError } from '../core/errors.ts';
 import type { ChanRead } from './chan.ts';
-import { pendingCancellation } from './check.ts';
 import { Deque } from './deque.ts';
 import { QueueClosedError } from './errors.ts';
 import type { SelectEvent } from './select.ts';

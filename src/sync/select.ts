@@ -13,10 +13,9 @@
  *    none outlives the call (`after`, `deadlineAt`).
  */
 import { addDeadline, now, removeDeadline } from '../core/clock.ts';
-import { block, type Waiter } from '../core/context.ts';
+import { block, type Waiter, pendingCancellation } from '../core/context.ts';
 import { ArgumentError, type Result } from '../core/errors.ts';
 import type { Task } from '../core/task.ts';
-import { pendingCancellation } from './check.ts';
 
 export type { Waiter } from '../core/context.ts';
 

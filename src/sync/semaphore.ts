@@ -10,10 +10,9 @@
  *    once (`#dispatch` on unregister).
  * 3. `release` never blocks and never throws for a valid count, so it is safe in cleanup.
  */
-import { block, pollCancel } from '../core/context.ts';
+import { block, pollCancel, pendingCancellation } from '../core/context.ts';
 import { ArgumentError } from '../core/errors.ts';
 import { bracket } from '../core/mask.ts';
-import { pendingCancellation } from './check.ts';
 import type { SelectEvent } from './select.ts';
 import { WaitList } from './wait-list.ts';
 
