@@ -43,6 +43,19 @@ function allKinds() {
   return { chan, queue, mvar, sem, ac, gate, task };
 }
 
+/** A select over one event of every kind, the timer last. */
+function selectAll(k: ReturnType<typeof allKinds>, timerMs: number) {
+  return select(
+    k.chan.readEvent(),
+    k.queue.getEvent(),
+    k.mvar.takeEvent(),
+    k.sem.acquireEvent(),
+    aborted(k.ac.signal),
+    taskDone(k.task),
+    after(timerMs),
+  );
+}
+
 function assertUntouched(k: ReturnType<typeof allKinds>, except: string) {
   if (except !== 'chan') {
     k.chan.write(1);
@@ -106,17 +119,7 @@ describe('select: which event wins', () => {
       async () => {
         using clock = useTestClock();
         const k = allKinds();
-        const sel = spawn(() =>
-          select(
-            k.chan.readEvent(),
-            k.queue.getEvent(),
-            k.mvar.takeEvent(),
-            k.sem.acquireEvent(),
-            aborted(k.ac.signal),
-            taskDone(k.task),
-            after(50),
-          ),
-        );
+        const sel = spawn(() => selectAll(k, 50));
         await turns();
         assert.equal(sel.done, false);
         if (kind === 'chan') k.chan.write(7);
@@ -310,17 +313,7 @@ describe('select under cancellation', () => {
     bounded,
     async () => {
       const k = allKinds();
-      const sel = spawn(() =>
-        select(
-          k.chan.readEvent(),
-          k.queue.getEvent(),
-          k.mvar.takeEvent(),
-          k.sem.acquireEvent(),
-          aborted(k.ac.signal),
-          taskDone(k.task),
-          after(1_000_000),
-        ),
-      );
+      const sel = spawn(() => selectAll(k, 1_000_000));
       await turns();
       await sel.cancel();
       const r = await sel.result();
