@@ -54,11 +54,6 @@ let timerRefed = false;
 let armedAt = Number.POSITIVE_INFINITY;
 const MAX_DELAY = 0x7fffffff;
 
-/** The clock now in force. */
-export function currentClock(): Clock {
-  return clock;
-}
-
 /** Milliseconds on the clock now in force. */
 export function now(): number {
   return clock.now();
@@ -201,10 +196,4 @@ export function pendingDeadlines(): number {
 /** Whether a host timer is armed and keeps the process alive (for leak checks). */
 export function hostTimerActive(): boolean {
   return timer !== undefined && timerRefed;
-}
-
-/** Fires every deadline due by the clock now, as the host timer would (test clocks use it). */
-export function fireDueDeadlines(): void {
-  disarm();
-  onTimer();
 }
