@@ -1,7 +1,7 @@
 /**
  * The core's costs, side by side with the alternatives, in one process (see lib.ts for method).
  *
- * What it prints, and the targets of DESIGN.md §4 it checks:
+ * What it prints, and the targets it checks:
  * 1. spawn+join: quiesce `spawn(fn).wait()` against a raw async call, Effect v4
  *    (`forkChild` + `Fiber.join` inside one `runPromise`) and Effection v4 (`spawn` inside one
  *    `run`). Target: at least 4× cheaper than Effect.
@@ -421,7 +421,7 @@ async function main(): Promise<void> {
   );
 
   const verdicts = summarize(spawnJoin, timeouts, q, deadlinesLeft, hostTimer);
-  const missed = printVerdicts('targets (DESIGN.md §4, issue "core benchmark")', verdicts);
+  const missed = printVerdicts('targets', verdicts);
   console.log(
     `\n${missed === 0 ? 'all targets met' : `${missed} target(s) not met`}; ` +
       `bench/core took ${((performance.now() - started) / 1000).toFixed(1)} s (sink ${sink > 0 && lastPromise ? 'ok' : '?'})`,

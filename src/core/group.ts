@@ -3,8 +3,8 @@
  *
  * Guarantees, and who keeps them:
  * 1. `spawn` registers the child before it returns; after `close()` it throws — so a shutdown
- *    that closes the group and then waits can never miss a child (the race in the
- *    mailing-list seed cannot happen).
+ *    that closes the group and then waits can never miss a child (no child can start after
+ *    the shutdown's check).
  * 2. `wait()` returns only when every child is done, including children spawned while waiting.
  * 3. Fail-fast: the first ordinary error of a child cancels its siblings and is what `wait()`
  *    throws. Supervise: errors go to `onError` and the group lives on.

@@ -2,7 +2,7 @@
  * Cancel scopes, deadlines and the checkpoints that deliver them.
  *
  * Guarantees, and who keeps them:
- * 1. A scope catches only its own cancellation (`runScope` compares the error's origin), so
+ * 1. A scope catches only its own cancellation (`scoped` compares the error's origin), so
  *    nested timeouts each catch their own and an outer cancellation always passes through.
  * 2. Exactly one of value and expiry wins: if `fn` returns, its value is returned even when
  *    the deadline passed meanwhile; if it raised the scope's own cancellation, the expiry wins.

@@ -13,7 +13,7 @@
  * 5. `dup()` makes a broadcast reader: it receives its own copy of every item written after
  *    it was made, through any duplicate of the channel.
  */
-import { block, pollCancel, pendingCancellation } from '../core/context.ts';
+import { block, pollCancel, pendingCancellation } from '../core/internal.ts';
 import { Deque } from './deque.ts';
 import { ChanClosedError } from './errors.ts';
 import type { SelectEvent } from './select.ts';

@@ -2,7 +2,7 @@
  * The errors of `quiesce/sync`. Both are ordinary (synchronous) errors with stable codes: a
  * closed channel or queue is a fact about the data, never a cancellation.
  */
-import { QuiesceError } from '../core/errors.ts';
+import { QuiesceError } from '../core/index.ts';
 
 /**
  * A write to a closed `Chan`, or a `read()` from one that is closed and drained.

@@ -18,9 +18,8 @@
  * Lock order: when nested `modify` calls hold several MVars at once, every task must take them
  * in one global order (say, by account id), or two tasks can deadlock each holding one.
  */
-import { block, pollCancel, pendingCancellation } from '../core/context.ts';
-import { ArgumentError } from '../core/errors.ts';
-import { mask } from '../core/mask.ts';
+import { block, pollCancel, pendingCancellation } from '../core/internal.ts';
+import { ArgumentError, mask } from '../core/index.ts';
 import type { SelectEvent } from './select.ts';
 import { WaitList } from './wait-list.ts';
 

@@ -13,8 +13,8 @@
  * 4. `close()` stops puts (blocked ones reject with `QueueClosedError`, their items not
  *    added); getters get every buffered item, then the end.
  */
-import { block, pollCancel, pendingCancellation } from '../core/context.ts';
-import { ArgumentError } from '../core/errors.ts';
+import { block, pollCancel, pendingCancellation } from '../core/internal.ts';
+import { ArgumentError } from '../core/index.ts';
 import type { ChanRead } from './chan.ts';
 import { Deque } from './deque.ts';
 import { QueueClosedError } from './errors.ts';

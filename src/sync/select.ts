@@ -12,16 +12,21 @@
  * 5. Timers live in core's shared deadline structure, so a virtual test clock drives them and
  *    none outlives the call (`after`, `deadlineAt`).
  */
-import { addDeadline, now, removeDeadline } from '../core/clock.ts';
-import { block, type Waiter, pendingCancellation } from '../core/context.ts';
-import { ArgumentError, type Result } from '../core/errors.ts';
-import type { Task } from '../core/task.ts';
+import { ArgumentError, type Result, type Task } from '../core/index.ts';
+import {
+  addDeadline,
+  block,
+  now,
+  pendingCancellation,
+  removeDeadline,
+  type Waiter,
+} from '../core/internal.ts';
 
-export type { Waiter } from '../core/context.ts';
+export type { Waiter } from '../core/internal.ts';
 
 /**
  * Something `select` can wait for. Every blocking operation of `quiesce/sync` is one of these
- * plus a fast path, and any other part (say, `conn.readable()` in `quiesce/net`) can provide
+ * plus a fast path, and any other part (say, `conn.readEvent()` in `quiesce/net`) can provide
  * its own. The contract, which keeps `select`'s guarantees:
  *
  * - `poll()` completes the event now if it can without blocking, consuming what it returns

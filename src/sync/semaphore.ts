@@ -10,9 +10,8 @@
  *    once (`#dispatch` on unregister).
  * 3. `release` never blocks and never throws for a valid count, so it is safe in cleanup.
  */
-import { block, pollCancel, pendingCancellation } from '../core/context.ts';
-import { ArgumentError } from '../core/errors.ts';
-import { bracket } from '../core/mask.ts';
+import { block, pollCancel, pendingCancellation } from '../core/internal.ts';
+import { ArgumentError, bracket } from '../core/index.ts';
 import type { SelectEvent } from './select.ts';
 import { WaitList } from './wait-list.ts';
 

@@ -6,7 +6,7 @@
  * Invariant: `p.linked` is true exactly while `p` is reachable from `head`, and `size` counts
  * those entries.
  */
-import type { Waiter } from '../core/context.ts';
+import type { Waiter } from '../core/internal.ts';
 
 /** One blocked operation: its waiter, what it brings (a put's item, a permit count), a tag. */
 export class Pending<V = unknown> {

@@ -1,15 +1,16 @@
 import { AssertionError } from 'node:assert';
-import { hostTimerActive, pendingDeadlines } from '../core/clock.ts';
+import { type Result, spawn, type Task } from '../core/index.ts';
 import {
   type CancelScope,
   type Ctx,
   hooks,
+  hostTimerActive,
+  liveTaskCount,
   MASKED,
+  pendingDeadlines,
   type TaskLike,
   UNINTERRUPTIBLE,
-} from '../core/context.ts';
-import type { Result } from '../core/errors.ts';
-import { liveTaskCount, spawn, type Task } from '../core/task.ts';
+} from '../core/internal.ts';
 import { flush } from './test-clock.ts';
 
 /** What a leak check compares: live tasks, pending deadlines, and the host's active resources. */

@@ -1,4 +1,4 @@
-import { type Clock, installClock } from '../core/clock.ts';
+import { type Clock, installClock } from '../core/internal.ts';
 
 /** Lets every pending promise continuation run (one full macrotask turn). */
 export function flush(): Promise<void> {

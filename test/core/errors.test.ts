@@ -14,7 +14,7 @@ import { checkLeaks } from '../helpers/leaks.ts';
 
 checkLeaks();
 
-describe('rule 3 of seeds/004: never eat another’s asynchronous exception', {
+describe('catch-alls: never eat another’s asynchronous exception', {
   timeout: 10_000,
 }, () => {
   test('a catch-all written with rethrowCancellation lets a cancellation through', async () => {

@@ -77,7 +77,7 @@ describe('task groups', { timeout: 10_000 }, () => {
     await g[Symbol.asyncDispose]();
   });
 
-  test('the seed race cannot happen: a child spawned before close is always waited for', async () => {
+  test('the shutdown race cannot happen: a child spawned before close is always waited for', async () => {
     // Invariant: after close()+wait(), every child that spawn accepted has finished.
     for (let i = 0; i < 200; i++) {
       const g = new TaskGroup({ policy: 'supervise' });

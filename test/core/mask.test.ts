@@ -20,7 +20,7 @@ import { checkLeaks } from '../helpers/leaks.ts';
 
 checkLeaks();
 
-/** The smallest MVar the book's examples need: take blocks only when empty. */
+/** The smallest MVar the masking examples need: take blocks only when empty. */
 class Box<T> {
   value: T | undefined;
   full = false;
@@ -104,7 +104,7 @@ describe('masking state', { timeout: 10_000 }, () => {
     assert.equal(slept, true);
   });
 
-  test("the book's `problem`, fixed with mask: the box is never left empty (every checkpoint)", async () => {
+  test('a take-then-put, fixed with mask: the box is never left empty (every checkpoint)', async () => {
     // Invariant: after any cancellation the box is full, holding the old or the new value.
     const problem = (m: Box<number>, f: (a: number) => Promise<number>) =>
       mask(async (restore) => {

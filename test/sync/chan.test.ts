@@ -252,10 +252,10 @@ describe('Chan under cancellation', () => {
     assert.deepEqual([...seen, ...drain(c)], [0, 1, 2, 3, 4, 5, 6, 7, 8, 9]);
   });
 
-  // The seed's scenario: in the MVar-built channel a reader or writer interrupted between its
-  // take and its put left the channel's lock empty and every later reader deadlocked.
+  // The classic hazard: in a channel built from MVars, a reader or writer interrupted between
+  // its take and its put left the channel's lock empty and every later reader deadlocked.
   test(
-    "the seed's scenario: readers and writers cancelled mid-operation leave the channel working",
+    'readers and writers cancelled mid-operation leave the channel working',
     bounded,
     async () => {
       const c = new Chan<number>();

@@ -374,7 +374,7 @@ describe('select under cancellation', () => {
 });
 
 describe('select with an event defined outside quiesce/sync', () => {
-  /** What quiesce/net does for `conn.readable()`: an event over an emitter. */
+  /** What quiesce/net does for `conn.readEvent()`: an event over an emitter. */
   function readable(src: EventEmitter & { buffered: string[] }): SelectEvent<void> {
     return {
       poll: () => (src.buffered.length > 0 ? { value: undefined } : undefined),
