@@ -6,34 +6,29 @@
  *    check after it sees it (so a handler cannot miss the news, whenever it looks).
  * 2. The AbortSignal is created on first use and aborted by `set()`.
  */
-import { block, pollCancel, type Waiter } from '../core/context.ts';
+import { Event } from '../sync/event.ts';
 
 /** @internal */
 export class DrainFlag {
-  #set = false;
+  readonly #event = new Event();
   #controller: AbortController | null = null;
-  #waiters: Set<Waiter<void>> | null = null;
   #listeners: Set<() => void> | null = null;
 
   get isSet(): boolean {
-    return this.#set;
+    return this.#event.isSet;
   }
 
   get signal(): AbortSignal {
     if (!this.#controller) {
       this.#controller = new AbortController();
-      if (this.#set) this.#controller.abort(drainingReason());
+      if (this.#event.isSet) this.#controller.abort(drainingReason());
     }
     return this.#controller.signal;
   }
 
   set(): void {
-    if (this.#set) return;
-    this.#set = true;
+    if (!this.#event.set()) return;
     this.#controller?.abort(drainingReason());
-    const ws = this.#waiters;
-    this.#waiters = null;
-    if (ws) for (const w of ws) w.commit();
     const ls = this.#listeners;
     this.#listeners = null;
     if (ls) for (const l of ls) l();
@@ -41,20 +36,12 @@ export class DrainFlag {
 
   /** Blocks until set (a blocking checkpoint); returns at once, after a poll, if it is. */
   wait(): Promise<void> {
-    if (this.#set) {
-      pollCancel();
-      return Promise.resolve();
-    }
-    return block<void>((w) => {
-      const ws = (this.#waiters ??= new Set());
-      ws.add(w);
-      return () => ws.delete(w);
-    });
+    return this.#event.wait();
   }
 
   /** Calls `fn` once when set (at once if it is); returns how to take it back. */
   subscribe(fn: () => void): () => void {
-    if (this.#set) {
+    if (this.#event.isSet) {
       fn();
       return noop;
     }

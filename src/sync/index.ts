@@ -12,9 +12,11 @@
  * 5. `select` commits exactly one event; the losers leave no trace; a timer, an abort or a
  *    closed channel is a result, not an exception (select.ts).
  * 6. An operation that does not block is not interruptible under `mask`.
+ * 7. An `Event` is set once and wakes every waiter; a wait on it is a checkpoint (event.ts).
  */
 export { type ChanRead, Chan } from './chan.ts';
 export { ChanClosedError, QueueClosedError } from './errors.ts';
+export { Event } from './event.ts';
 export { MVar } from './mvar.ts';
 export { Queue } from './queue.ts';
 export {

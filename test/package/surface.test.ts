@@ -59,6 +59,7 @@ const surfaces: Record<string, string[]> = {
   sync: [
     'Chan',
     'ChanClosedError',
+    'Event',
     'MVar',
     'Queue',
     'QueueClosedError',
