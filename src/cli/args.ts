@@ -9,8 +9,14 @@
  *    worker's own flags are never read as ours.
  */
 import { QuiesceError } from '../core/index.ts';
-import { checkDistinct, type ListenSpec, parseListenSpec } from '../supervisor/address.ts';
-import { MAX_WORKERS } from '../supervisor/supervisor.ts';
+import {
+  checkDistinct,
+  type ListenSpec,
+  MAX_WORKERS,
+  parseListenSpec,
+  type SupervisorOptions,
+  supervisorDefaults,
+} from '../supervisor/index.ts';
 
 /** A mistake on the command line (exit status 2). */
 export class UsageError extends QuiesceError {
@@ -39,24 +45,19 @@ export type Command =
   | { readonly kind: 'version' }
   | {
       readonly kind: 'run';
-      readonly listen: readonly ListenSpec[];
-      readonly workers: number;
-      readonly readyTimeoutMs: number;
-      readonly drainTimeoutMs: number;
-      readonly assumeReadyAfterMs: number | undefined;
-      readonly readyOnListen: boolean;
-      readonly compileCache: boolean;
-      readonly drainSignal: NodeJS.Signals;
-      readonly maxRestarts: number;
-      readonly restartWindowMs: number;
-      readonly systemd: boolean;
-      readonly control: string | false | undefined;
-      readonly name: string;
+      /** Exactly the options the user set; the supervisor applies its defaults to the rest. */
+      readonly options: RunOptions;
       readonly command: string;
       readonly args: readonly string[];
     }
   | ({ readonly kind: 'reload' | 'status'; readonly json: boolean } & Target)
   | ({ readonly kind: 'stop'; readonly wait: boolean } & Target);
+
+/** The supervisor options `quiesce run` can set. */
+export type RunOptions = Omit<
+  SupervisorOptions,
+  'command' | 'args' | 'env' | 'cwd' | 'log' | 'closeLeakedFds' | 'listen'
+> & { readonly listen?: readonly ListenSpec[] };
 
 interface OptSpec {
   readonly long: string;
@@ -214,7 +215,7 @@ function checkControl(path: string | undefined, cmd: string): string | undefined
 function target(p: Parsed, cmd: string): Target {
   if (p.rest.length > 0) throw new UsageError(`unexpected argument "${p.rest[0]}"`, cmd);
   return {
-    name: checkName(last(p, 'name') ?? 'default', cmd),
+    name: checkName(last(p, 'name') ?? supervisorDefaults.name, cmd),
     control: checkControl(last(p, 'control'), cmd),
   };
 }
@@ -261,29 +262,54 @@ export function parseArgs(argv: readonly string[]): Command {
 function parseRun(argv: readonly string[]): Command {
   const p = parseOptions(argv, RUN_OPTS, 'run', true);
   if (p.opts.has('help')) return { kind: 'help', topic: 'run' };
-  let listen: ListenSpec[];
-  try {
-    listen = (p.opts.get('listen') ?? []).map(parseListenSpec);
-    checkDistinct(listen);
-  } catch (e) {
-    throw new UsageError((e as Error).message, 'run');
+  const options: { -readonly [K in keyof RunOptions]: RunOptions[K] } = {};
+  if (p.opts.has('listen')) {
+    try {
+      const listen = (p.opts.get('listen') ?? []).map(parseListenSpec);
+      checkDistinct(listen);
+      options.listen = listen;
+    } catch (e) {
+      throw new UsageError((e as Error).message, 'run');
+    }
   }
-  const dur = (flag: string, dflt: number, min = 0) => {
+  const dur = (flag: string, min = 0): number | undefined => {
     const v = last(p, flag);
-    if (v === undefined) return dflt;
+    if (v === undefined) return undefined;
     const d = parseDuration(`--${flag}`, v, 'run');
     if (d < min) throw new UsageError(`--${flag} must be at least ${min} ms`, 'run');
     return d;
   };
-  const signal = (last(p, 'drain-signal') ?? 'SIGTERM').toUpperCase();
-  const drainSignal = (signal.startsWith('SIG') ? signal : `SIG${signal}`) as NodeJS.Signals;
-  if (!SIGNALS.includes(drainSignal)) {
-    throw new UsageError(`--drain-signal: use one of ${SIGNALS.join(', ')}`, 'run');
+  const count = (flag: string, min: number, max: number): number | undefined => {
+    const v = last(p, flag);
+    return v === undefined ? undefined : parseCount(`--${flag}`, v, min, max);
+  };
+  const set = <K extends keyof RunOptions>(k: K, v: RunOptions[K] | undefined) => {
+    if (v !== undefined) options[k] = v;
+  };
+  set('workers', count('workers', 1, MAX_WORKERS));
+  set('readyTimeoutMs', dur('ready-timeout', 1));
+  set('drainTimeoutMs', dur('drain-timeout'));
+  set('assumeReadyAfterMs', dur('assume-ready-after'));
+  set('maxRestarts', count('max-restarts', 0, MAX_RESTARTS));
+  set('restartWindowMs', dur('restart-window', 1));
+  const signal = last(p, 'drain-signal')?.toUpperCase();
+  if (signal !== undefined) {
+    const drainSignal = (signal.startsWith('SIG') ? signal : `SIG${signal}`) as NodeJS.Signals;
+    if (!SIGNALS.includes(drainSignal)) {
+      throw new UsageError(`--drain-signal: use one of ${SIGNALS.join(', ')}`, 'run');
+    }
+    options.drainSignal = drainSignal;
   }
-  const assume = last(p, 'assume-ready-after');
+  if (p.opts.has('ready-on-listen')) options.readyOnListen = true;
+  if (p.opts.has('no-compile-cache')) options.compileCache = false;
+  if (p.opts.has('no-systemd')) options.systemd = false;
   if (p.opts.has('control') && p.opts.has('no-control')) {
     throw new UsageError('--control and --no-control contradict each other', 'run');
   }
+  if (p.opts.has('no-control')) options.control = false;
+  else set('control', checkControl(last(p, 'control'), 'run'));
+  const name = last(p, 'name');
+  if (name !== undefined) options.name = checkName(name, 'run');
   const [command, ...args] = p.rest;
   if (command === undefined) {
     throw new UsageError(
@@ -291,28 +317,5 @@ function parseRun(argv: readonly string[]): Command {
       'run',
     );
   }
-  const name = checkName(last(p, 'name') ?? 'default', 'run');
-  return {
-    kind: 'run',
-    listen,
-    workers: p.opts.has('workers')
-      ? parseCount('--workers', last(p, 'workers')!, 1, MAX_WORKERS)
-      : 1,
-    readyTimeoutMs: dur('ready-timeout', 30_000, 1),
-    drainTimeoutMs: dur('drain-timeout', 30_000),
-    assumeReadyAfterMs:
-      assume === undefined ? undefined : parseDuration('--assume-ready-after', assume, 'run'),
-    readyOnListen: p.opts.has('ready-on-listen'),
-    compileCache: !p.opts.has('no-compile-cache'),
-    drainSignal,
-    maxRestarts: p.opts.has('max-restarts')
-      ? parseCount('--max-restarts', last(p, 'max-restarts')!, 0, MAX_RESTARTS)
-      : 5,
-    restartWindowMs: dur('restart-window', 60_000, 1),
-    systemd: !p.opts.has('no-systemd'),
-    control: p.opts.has('no-control') ? false : checkControl(last(p, 'control'), 'run'),
-    name,
-    command,
-    args,
-  };
+  return { kind: 'run', options, command, args };
 }

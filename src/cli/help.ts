@@ -1,4 +1,16 @@
-/** The `--help` texts. Kept beside the parser so a new option cannot miss its line. */
+/**
+ * The `--help` texts. Kept beside the parser so a new option cannot miss its line; every
+ * default shown comes from `supervisorDefaults`, the one place it is written.
+ */
+import { MAX_WORKERS, supervisorDefaults as D } from '../supervisor/index.ts';
+
+/** A duration as `--help` and the parser write it: 500ms, 30s, 2m, 1h. */
+export function showDuration(ms: number): string {
+  if (ms % 3_600_000 === 0) return `${ms / 3_600_000}h`;
+  if (ms % 60_000 === 0) return `${ms / 60_000}m`;
+  if (ms % 1000 === 0) return `${ms / 1000}s`;
+  return `${ms}ms`;
+}
 
 const MAIN = `quiesce — zero-downtime restarts for any server that can take its sockets from fd 3
 
@@ -30,13 +42,14 @@ Options:
   -l, --listen [NAME=]ADDRESS  a socket for the workers; repeatable. ADDRESS is PORT or
                                :PORT (all interfaces), IP:PORT, [IPV6]:PORT or unix:PATH
                                (relative to the current directory unless absolute)
-  -w, --workers N              workers per generation, sharing the sockets (default 1,
-                               at most 1024)
-      --ready-timeout DUR      how long a new worker may take to report ready (default 30s)
-      --drain-timeout DUR      how long a draining worker may take before SIGKILL (default 30s)
-      --drain-signal SIG       the signal that asks a worker to drain (default SIGTERM)
-      --max-restarts N         crash restarts of one worker within the window (default 5)
-      --restart-window DUR     the crash-loop window (default 60s)
+  -w, --workers N              workers per generation, sharing the sockets (default ${D.workers},
+                               at most ${MAX_WORKERS})
+      --ready-timeout DUR      how long a new worker may take to report ready (default ${showDuration(D.readyTimeoutMs)})
+      --drain-timeout DUR      how long a draining worker (its process group) may take before
+                               SIGKILL (default ${showDuration(D.drainTimeoutMs)})
+      --drain-signal SIG       the signal that asks a worker to drain (default ${D.drainSignal})
+      --max-restarts N         crash restarts of one worker within the window (default ${D.maxRestarts})
+      --restart-window DUR     the crash-loop window (default ${showDuration(D.restartWindowMs)})
       --ready-on-listen        Node workers that do not call notifyReady(): ready once they
                                listen on every socket they were given (a preload, via
                                NODE_OPTIONS)
@@ -46,7 +59,7 @@ Options:
       --assume-ready-after DUR LAST RESORT for workers that cannot report readiness: treat
                                them as ready DUR after they start. A guess, not a signal.
       --name NAME              name of this supervisor, for the default control socket
-                               (default "default")
+                               (default "${D.name}")
       --control PATH           control socket path (default $XDG_RUNTIME_DIR/quiesce/NAME.sock,
                                else <tmpdir>/quiesce-<uid>/NAME.sock)
       --no-control             no control socket (reload with SIGHUP only)
@@ -68,7 +81,7 @@ const CLIENT = (cmd: string, flag: string, what: string, line: string) =>
 ${what}
 
 Options:
-      --name NAME      the supervisor's --name (default "default")
+      --name NAME      the supervisor's --name (default "${D.name}")
       --control PATH   its control socket, when it was started with --control
 ${line}
   -h, --help         this text`;

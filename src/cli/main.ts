@@ -16,6 +16,7 @@
  */
 import { readFileSync } from 'node:fs';
 import { isCancellation, QuiesceError, run } from '../core/index.ts';
+import { parseListenFds } from '../net/index.ts';
 import {
   type ControlResponse,
   controlRequest,
@@ -24,7 +25,6 @@ import {
   Supervisor,
   type SupervisorStatus,
 } from '../supervisor/index.ts';
-import { systemdListenFds } from '../supervisor/listeners.ts';
 import { type Command, parseArgs, UsageError } from './args.ts';
 import { helpText } from './help.ts';
 
@@ -117,18 +117,19 @@ function version(): string {
 }
 
 async function runSupervisor(c: Extract<Command, { kind: 'run' }>): Promise<number> {
+  const o = c.options;
   if (
-    c.listen.length === 0 &&
-    (!c.systemd || systemdListenFds(process.env, process.pid).length === 0)
+    (o.listen ?? []).length === 0 &&
+    (o.systemd === false || parseListenFds(process.env, process.pid).length === 0)
   ) {
     throw new UsageError(
       'nothing to listen on: pass --listen ADDRESS (or start quiesce by systemd socket activation)',
       'run',
     );
   }
-  if (c.assumeReadyAfterMs !== undefined) {
+  if (o.assumeReadyAfterMs !== undefined) {
     err(
-      `--assume-ready-after ${c.assumeReadyAfterMs}ms is a guess, not a signal: a worker counts ` +
+      `--assume-ready-after ${o.assumeReadyAfterMs}ms is a guess, not a signal: a worker counts ` +
         'as ready after a fixed delay, and the old generation drains even if the new one is ' +
         'still starting. Prefer READY=1 on $QUIESCE_READY_FD.',
     );
@@ -143,23 +144,7 @@ async function runSupervisor(c: Extract<Command, { kind: 'run' }>): Promise<numb
   try {
     const code = await run(async () => {
       try {
-        sup = await Supervisor.start({
-          command: c.command,
-          args: c.args,
-          listen: c.listen,
-          systemd: c.systemd,
-          workers: c.workers,
-          readyTimeoutMs: c.readyTimeoutMs,
-          drainTimeoutMs: c.drainTimeoutMs,
-          assumeReadyAfterMs: c.assumeReadyAfterMs,
-          readyOnListen: c.readyOnListen,
-          ...(c.compileCache ? {} : { compileCache: false as const }),
-          drainSignal: c.drainSignal,
-          maxRestarts: c.maxRestarts,
-          restartWindowMs: c.restartWindowMs,
-          control: c.control,
-          name: c.name,
-        });
+        sup = await Supervisor.start({ ...o, command: c.command, args: c.args });
       } catch (e) {
         if (isCancellation(e)) throw e;
         return report(e);

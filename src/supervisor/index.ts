@@ -16,7 +16,13 @@
  *
  * Worker side: `notifyReady()` once the worker serves; `supervisedWorker()` says who it is.
  */
-export { formatAddress, type ListenAddress, type ListenSpec, parseListenSpec } from './address.ts';
+export {
+  checkDistinct,
+  formatAddress,
+  type ListenAddress,
+  type ListenSpec,
+  parseListenSpec,
+} from './address.ts';
 export {
   type ControlRequest,
   type ControlRequestOptions,
@@ -43,13 +49,13 @@ export {
   type SupervisedWorker,
   supervisedWorker,
 } from './notify.ts';
-export {
-  type GenerationState,
-  type GenerationStatus,
-  type ReloadResult,
-  Supervisor,
-  type SupervisorOptions,
-  type SupervisorStatus,
-  type WorkerStatus,
-} from './supervisor.ts';
+export { MAX_WORKERS, type SupervisorOptions, supervisorDefaults } from './options.ts';
+export type {
+  GenerationState,
+  GenerationStatus,
+  ReloadResult,
+  SupervisorStatus,
+  WorkerStatus,
+} from './status.ts';
+export { Supervisor } from './supervisor.ts';
 export type { WorkerExit, WorkerState } from './worker.ts';

@@ -21,7 +21,7 @@
  */
 import { type ChildProcess, spawn } from 'node:child_process';
 import { addDeadline, type Deadline, now, removeDeadline } from '../core/clock.ts';
-import { block, pollCancel, type Waiter } from '../core/context.ts';
+import { Event } from '../sync/event.ts';
 import { WorkerNotReadyError } from './errors.ts';
 import type { Listener } from './listeners.ts';
 import { READY_FD_ENV } from './notify.ts';
@@ -70,17 +70,17 @@ export class WorkerProcess {
   readonly generation: number;
   readonly slot: number;
   readonly pid: number | undefined;
-  /** When it was started, on the library clock, and on the wall clock. */
+  /** When it was started, on the library clock. */
   readonly startedAt: number;
-  readonly startedWallMs: number;
   state: WorkerState = 'starting';
   readyAt: number | null = null;
   exit: WorkerExit | null = null;
   /** The last `STATUS=` line the worker wrote. */
   status: string | null = null;
   readonly #child: ChildProcess | null;
-  readonly #readyWaiters = new Set<Waiter<boolean>>();
-  readonly #exitWaiters = new Set<Waiter<WorkerExit>>();
+  /** Set once: true when it said `READY=1`, false when it exited first. */
+  readonly #ready = new Event<boolean>();
+  readonly #exit = new Event<WorkerExit>();
   #assume: Deadline | null = null;
   #buffer = '';
   readonly #hint: string | undefined;
@@ -89,7 +89,6 @@ export class WorkerProcess {
     this.generation = spec.generation;
     this.slot = spec.slot;
     this.startedAt = now();
-    this.startedWallMs = Date.now();
     this.#hint = spec.notReadyHint;
     const n = spec.listeners.length;
     const env: NodeJS.ProcessEnv = { ...spec.env };
@@ -168,8 +167,7 @@ export class WorkerProcess {
     this.readyAt = now();
     if (this.#assume) removeDeadline(this.#assume);
     this.#assume = null;
-    for (const w of this.#readyWaiters) w.commit(true);
-    this.#readyWaiters.clear();
+    this.#ready.set(true);
   }
 
   #exited(e: WorkerExit): void {
@@ -179,10 +177,8 @@ export class WorkerProcess {
     if (this.#assume) removeDeadline(this.#assume);
     this.#assume = null;
     for (const s of this.#child?.stdio ?? []) s?.destroy();
-    for (const w of this.#readyWaiters) w.commit(false);
-    this.#readyWaiters.clear();
-    for (const w of this.#exitWaiters) w.commit(e);
-    this.#exitWaiters.clear();
+    this.#ready.set(false);
+    this.#exit.set(e);
   }
 
   /** True once `READY=1` arrived (or the assumed delay passed). */
@@ -195,17 +191,7 @@ export class WorkerProcess {
    * **Cancellation**: a blocking checkpoint; a cancelled wait changes nothing in the worker.
    */
   async waitReady(): Promise<void> {
-    let ok: boolean;
-    if (this.readyAt !== null || this.exit) {
-      pollCancel();
-      ok = this.readyAt !== null;
-    } else {
-      ok = await block<boolean>((w) => {
-        this.#readyWaiters.add(w);
-        return () => this.#readyWaiters.delete(w);
-      });
-    }
-    if (!ok) {
+    if (!(await this.#ready.wait())) {
       const e = this.exit;
       const why = e?.error
         ? describeExit(e)
@@ -219,14 +205,7 @@ export class WorkerProcess {
    * **Cancellation**: a blocking checkpoint; a cancelled wait changes nothing in the worker.
    */
   waitExit(): Promise<WorkerExit> {
-    if (this.exit) {
-      pollCancel();
-      return Promise.resolve(this.exit);
-    }
-    return block<WorkerExit>((w) => {
-      this.#exitWaiters.add(w);
-      return () => this.#exitWaiters.delete(w);
-    });
+    return this.#exit.wait();
   }
 
   /** Sends `signal`; false if the process is gone. Never throws. */

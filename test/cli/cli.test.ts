@@ -105,7 +105,7 @@ test('run options stop at -- or at the first word, so the worker keeps its own f
   assert.ok(a.kind === 'run');
   assert.equal(a.command, 'node');
   assert.deepEqual(a.args, ['server.js', '--port', '5']);
-  assert.equal(a.workers, 3);
+  assert.equal(a.options.workers, 3);
   const b = parseArgs([
     'run',
     '--listen',
@@ -119,13 +119,13 @@ test('run options stop at -- or at the first word, so the worker keeps its own f
   ]);
   assert.ok(b.kind === 'run');
   assert.deepEqual(
-    b.listen.map((l) => l.name),
+    b.options.listen?.map((l) => l.name),
     ['a', 'b'],
   );
-  assert.equal(b.drainTimeoutMs, 120_000);
+  assert.equal(b.options.drainTimeoutMs, 120_000);
   assert.equal(b.command, '--weird');
-  assert.equal(b.readyTimeoutMs, 30_000);
-  assert.equal(b.drainSignal, 'SIGTERM');
+  // Only what the user set: the supervisor applies its own defaults to the rest.
+  assert.deepEqual(Object.keys(b.options).sort(), ['drainTimeoutMs', 'listen']);
   const c = parseArgs([
     'run',
     '--drain-signal',
@@ -138,9 +138,9 @@ test('run options stop at -- or at the first word, so the worker keeps its own f
     'x',
   ]);
   assert.ok(c.kind === 'run');
-  assert.equal(c.drainSignal, 'SIGQUIT');
-  assert.equal(c.control, false);
-  assert.equal(c.assumeReadyAfterMs, 1500);
+  assert.equal(c.options.drainSignal, 'SIGQUIT');
+  assert.equal(c.options.control, false);
+  assert.equal(c.options.assumeReadyAfterMs, 1500);
   assert.deepEqual(parseArgs(['status', '--json', '--name', 'api']), {
     kind: 'status',
     json: true,
@@ -372,4 +372,23 @@ test('the CLI reports user mistakes in one line with the right exit status, neve
     );
     assert.doesNotMatch(r.stderr, /\n\s+at /, `${shown} printed a stack`);
   });
+});
+
+test('--help shows the defaults the supervisor applies, from the one place they are written', async () => {
+  const { helpText, showDuration } = await import('../../src/cli/help.ts');
+  const { supervisorDefaults: d } = await import('../../src/supervisor/index.ts');
+  const run = helpText('run');
+  for (const [flag, shown] of [
+    ['--workers N', `default ${d.workers},`],
+    ['--ready-timeout DUR', `default ${showDuration(d.readyTimeoutMs)}`],
+    ['--drain-signal SIG', `default ${d.drainSignal}`],
+    ['--max-restarts N', `default ${d.maxRestarts}`],
+    ['--restart-window DUR', `default ${showDuration(d.restartWindowMs)}`],
+  ]) {
+    const line = run.split('\n').find((l) => l.includes(flag)) ?? '';
+    assert.ok(line.includes(shown), `${flag}: ${line}`);
+  }
+  assert.match(run, new RegExp(`SIGKILL \\(default ${showDuration(d.drainTimeoutMs)}\\)`));
+  assert.equal(showDuration(30_000), '30s');
+  assert.equal(showDuration(1500), '1500ms');
 });
