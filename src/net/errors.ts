@@ -3,7 +3,7 @@
  * them; a code is never reused). All are synchronous errors: none is a cancellation, so a
  * catch-all that rethrows cancellations handles them as ordinary failures.
  */
-import { QuiesceError } from '../core/errors.ts';
+import { QuiesceError } from '../core/index.ts';
 
 /** The connection broke under a read or write (reset by the peer, broken pipe, …). */
 export class ConnectionError extends QuiesceError {

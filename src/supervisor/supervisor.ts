@@ -22,7 +22,7 @@
 import { readFileSync } from 'node:fs';
 import { dirname, join } from 'node:path';
 import { isCancellation, now, type Result, rethrowCancellation, TaskGroup } from '../core/index.ts';
-import { pollCancel } from '../core/context.ts';
+import { pollCancel } from '../core/internal.ts';
 import { Event } from '../sync/event.ts';
 import { resolveCommand } from './command.ts';
 import {

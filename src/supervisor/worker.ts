@@ -20,7 +20,7 @@
  *    handler, so the supervisor lives on.
  */
 import { type ChildProcess, spawn } from 'node:child_process';
-import { addDeadline, type Deadline, now, removeDeadline } from '../core/clock.ts';
+import { addDeadline, type Deadline, now, removeDeadline } from '../core/internal.ts';
 import { Event } from '../sync/event.ts';
 import { WorkerNotReadyError } from './errors.ts';
 import type { Listener } from './listeners.ts';

@@ -10,7 +10,7 @@
  *    so many tasks can wait and any of them can give up (`wait`, `waitEvent`).
  * 4. `set` never blocks and never throws, so it is safe in cleanup and in event handlers.
  */
-import { block, pendingCancellation, type Waiter } from '../core/context.ts';
+import { block, pendingCancellation, type Waiter } from '../core/internal.ts';
 import type { SelectEvent } from './select.ts';
 
 /**

@@ -72,6 +72,9 @@ const surfaces: Record<string, string[]> = {
   ],
   http: [],
   supervisor: [
+    'MAX_WORKERS',
+    'checkDistinct',
+    'supervisorDefaults',
     'CommandNotExecutableError',
     'CommandNotFoundError',
     'ControlSocketError',
