@@ -4,7 +4,7 @@
  * client sees EOF, never a reset) and the process exits.
  *
  * Reads use `readWithin`, so the timeout, the client's EOF and the server's drain are values
- * to switch on — no exception is thrown for any of them (seeds/004's event-poll style).
+ * to switch on — no exception is thrown for any of them (the event-poll style of `select`).
  *
  *   PORT=8081 node examples/echo-server.ts
  *   nc 127.0.0.1 8081

@@ -1,5 +1,5 @@
 /**
- * The server of the mailing-list seed: it says "Hello." and "Goodbye." to every client. On
+ * The smallest graceful server: it says "Hello." and "Goodbye." to every client. On
  * SIGTERM or SIGINT it stops accepting, finishes the conversations in progress, and exits
  * (143 / 130); a second SIGINT forces the exit.
  *

@@ -706,8 +706,7 @@ export class Connection implements AsyncDisposable {
    * closes. Resolves once the socket is closed; never rejects. Idempotent (later calls get the
    * first call's result). Pending reads of other tasks fail with `ConnectionClosedError`.
    * **Cancellation**: not a checkpoint, and nothing in it raises: it is bounded by `timeoutMs`
-   * instead, so it is safe in `finally` and after a cancellation (the event-poll graceful
-   * close of seeds/004).
+   * instead, so it is safe in `finally` and after a cancellation.
    * @example
    * try { await talk(conn); } finally { await conn.gracefulClose({ timeoutMs: 1000 }); }
    */

@@ -1,6 +1,6 @@
 /**
- * `serve`: the accept loop as a supervised task group, and its graceful shutdown — the server
- * the mailing-list seed asks for, without its races.
+ * `serve`: the accept loop as a supervised task group, and its graceful shutdown — with no
+ * window in which a connection accepted around the shutdown request is lost.
  *
  * Guarantees, and who keeps them:
  * 1. No accepted connection is missed by a shutdown: each one becomes a task of the server's

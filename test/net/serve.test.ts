@@ -98,8 +98,8 @@ describe('serve: graceful shutdown', { timeout: 30_000 }, () => {
     let server!: ReturnType<typeof serve>;
     let served = 0;
     const listener = await listen({ host: '127.0.0.1', port: 0 });
-    // Runs in the accept callback before the server registers the connection: the moment
-    // the mailing-list seed's server lost connections.
+    // Runs in the accept callback before the server registers the connection: the moment a
+    // server that registers connections later would lose this one.
     listener.server.prependOnceListener('connection', () => void server.shutdown());
     server = serve(listener, async (conn) => {
       await conn.write('Hello.\nGoodbye.\n');
