@@ -70,7 +70,7 @@ const surfaces: Record<string, string[]> = {
     'select',
     'taskDone',
   ],
-  http: [],
+  http: ['attachDrain'],
   supervisor: [
     'MAX_WORKERS',
     'checkDistinct',
