@@ -5,10 +5,13 @@
 import http from 'node:http';
 import type { AddressInfo } from 'node:net';
 import net from 'node:net';
+import { until as untilWithin } from '../net/helpers.ts';
 
-/** Waits for `ms` of real time (the kernel is the subject of these tests). */
-export function delay(ms: number): Promise<void> {
-  return new Promise((r) => setTimeout(r, ms));
+export { closedOf, delay } from '../net/helpers.ts';
+
+/** net's `until` with a bound generous enough for a loaded machine. */
+export function until(cond: () => boolean, ms = 5000): Promise<boolean> {
+  return untilWithin(cond, ms);
 }
 
 /** Listens on 127.0.0.1, port 0; resolves with the port. */
@@ -88,22 +91,6 @@ export async function idleClient(
   send(path);
   await firstDone;
   return { socket, closed, send };
-}
-
-/** Resolves when `s` has emitted 'close'. */
-export function closedOf(s: net.Socket): Promise<void> {
-  if (s.closed) return Promise.resolve();
-  return new Promise((r) => s.once('close', () => r()));
-}
-
-/** Polls `cond` every 5 ms until it holds or `ms` passes; returns whether it held. */
-export async function until(cond: () => boolean, ms = 5000): Promise<boolean> {
-  const end = Date.now() + ms;
-  while (!cond()) {
-    if (Date.now() > end) return false;
-    await delay(5);
-  }
-  return true;
 }
 
 /**
