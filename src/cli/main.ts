@@ -142,23 +142,27 @@ async function runSupervisor(c: Extract<Command, { kind: 'run' }>): Promise<numb
   };
   process.on('SIGHUP', onHangup);
   try {
-    const code = await run(async () => {
-      try {
-        sup = await Supervisor.start({ ...o, command: c.command, args: c.args });
-      } catch (e) {
-        if (isCancellation(e)) throw e;
-        return report(e);
-      }
-      try {
-        await sup.wait();
-        return 0;
-      } catch (e) {
-        if (isCancellation(e)) throw e;
-        return report(e);
-      } finally {
-        await sup.stop();
-      }
-    });
+    // A second signal exits at once: the drain is shielded, so a forced cancel would not cut it.
+    const code = await run(
+      async () => {
+        try {
+          sup = await Supervisor.start({ ...o, command: c.command, args: c.args });
+        } catch (e) {
+          if (isCancellation(e)) throw e;
+          return report(e);
+        }
+        try {
+          await sup.wait();
+          return 0;
+        } catch (e) {
+          if (isCancellation(e)) throw e;
+          return report(e);
+        } finally {
+          await sup.stop();
+        }
+      },
+      { onSecondSignal: 'exit' },
+    );
     return typeof code === 'number' ? code : 1;
   } finally {
     process.off('SIGHUP', onHangup);

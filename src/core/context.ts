@@ -2,20 +2,31 @@
  * The cancellation tree and the wait protocol every blocking primitive is built on.
  *
  * Guarantees, and who keeps them:
- * 1. Level-triggered cancellation: once a scope is cancelled every checkpoint inside it raises
- *    again (`pendingCancel` reads a cached bit, never a flag that is cleared).
+ * 1. Delivered once, then a bounded cleanup window: the first checkpoint that raises a
+ *    cancellation opens a window (`openWindow`) on the scopes from where it landed up to the
+ *    cancelled scope; inside it that cancellation does not raise again, so cleanup can block.
+ *    The window closes at its deadline (the scope's `cleanupMs`) or when the cancellation is
+ *    forced; from then on every checkpoint raises again (`pendingCancel` reads a cached
+ *    field, `raising`, never a flag that is cleared). A stronger cancellation — an enclosing
+ *    scope cancelled later — raises at once: a window suspends only its own origin.
  * 2. Exactly one scope owns a raised cancellation — the outermost cancelled scope below the
- *    nearest shield (`CancelScope.cancelledBy`), so nested timeouts each catch only their own.
+ *    nearest shield whose cancellation is not in an open window here (`raising`), so nested
+ *    timeouts each catch only their own, also inside cleanup.
  * 3. O(1) registration: a scope joins its parent's child set and leaves it at `close()`;
  *    a blocked waiter joins its scope's waiter set and leaves it when it settles.
  * 4. Commit protocol: a waiter settles once. `commit` after an abort returns false, so the
  *    producer keeps its value; an abort after a commit is a no-op, so a handed-over value is
  *    always returned to the waiter — "cancelled means it did not happen".
  * 5. At most one AbortController per scope, created on first use; no `AbortSignal.any`.
+ * 6. Nothing starves the event loop: `checkpoint()` and a re-raised cancellation yield to the
+ *    macrotask queue once the current synchronous stretch has run longer than `LONG_MS`
+ *    (`longStretch` reads the clock only every few calls, so a checkpoint stays as cheap as
+ *    an `await`).
  */
 import { AsyncLocalStorage, AsyncResource } from 'node:async_hooks';
-import { now } from './clock.ts';
-import { type CancelCause, Cancelled } from './errors.ts';
+import { addDeadline, type Deadline, now, removeDeadline } from './clock.ts';
+import { report } from './diagnostics.ts';
+import { ArgumentError, type CancelCause, Cancelled, describeCause } from './errors.ts';
 
 /** Masking levels, ordered: a nested mask can only raise the level, never lower it. */
 export const UNMASKED = 0;
@@ -31,6 +42,8 @@ export interface TaskLike {
   readonly id: number;
   readonly name: string;
   readonly parent: TaskLike | null;
+  /** The task's root scope. */
+  readonly scope: CancelScope;
   /** The scope whose cancellation was last raised inside this task (for the
    * swallowed-cancellation warning), or null. */
   raisedFor: object | null;
@@ -55,6 +68,50 @@ export interface Waiter<T> {
 
 const neverSignal = new AbortController().signal;
 
+/** How long cleanup may run after a cancellation is delivered, unless a scope says otherwise. */
+export const DEFAULT_CLEANUP_MS = 5000;
+
+/** Checks a `cleanupTimeoutMs` option: a number >= 0 (0: no window), `Infinity`, or absent. */
+export function cleanupMsOption(where: string, v: unknown): number | undefined {
+  if (v === undefined) return undefined;
+  if (typeof v !== 'number' || Number.isNaN(v) || v < 0) {
+    throw new ArgumentError(
+      `${where}: cleanupTimeoutMs must be a number >= 0 (or Infinity), got ${String(v)}`,
+    );
+  }
+  return v;
+}
+
+/**
+ * A cleanup window: opened when `origin`'s cancellation is delivered, it suspends that
+ * cancellation in the scopes it covers until `deadline` (or a forced cancel).
+ */
+export class Window {
+  readonly origin: CancelScope;
+  readonly ms: number;
+  readonly task: string | undefined;
+  open = true;
+  /** Covered scopes that are not closed yet; the deadline is dropped when it reaches 0. */
+  live = 0;
+  readonly scopes: CancelScope[] = [];
+  timer: Deadline | null = null;
+  constructor(origin: CancelScope, ms: number, task: string | undefined) {
+    this.origin = origin;
+    this.ms = ms;
+    this.task = task;
+  }
+}
+
+/** A scope's windows, innermost first: an immutable list shared with scopes born inside. */
+export interface WindowList {
+  readonly win: Window;
+  readonly outer: WindowList | null;
+}
+
+// How many windows are open anywhere: while 0, `raising === cancelledBy` everywhere and
+// cancellation keeps its O(1) fast paths.
+let openWindows = 0;
+
 /**
  * A node of the cancellation tree. Cancelling it cancels every scope below it except behind a
  * shield. Created by `cancelScope`, `timeout`, task groups and `spawn` (a task's root scope).
@@ -68,6 +125,17 @@ export class CancelScope {
   // Invariant: cancelledBy === (outermost scope s on the path from here up to and including
   // the nearest shield such that s.cause !== null), or null if there is none.
   cancelledBy: CancelScope | null;
+  // Invariant: raising === (outermost scope s on that same path such that s.cause !== null
+  // and no open window of `windows` has origin s), or null. It is what checkpoints raise.
+  raising: CancelScope | null;
+  /** The cleanup windows in force here (see `openWindow`), or null. */
+  windows: WindowList | null;
+  /** Cleanup window length for cancellations delivered here, in ms (inherited). */
+  cleanupMs: number;
+  /** A forced cancel: delivered without a cleanup window. */
+  forced = false;
+  /** The windows opened for this scope's own cancellation (for a forced cancel to close). */
+  ownWindows: Window[] | null = null;
   closed = false;
   // Children form an intrusive doubly linked list (first/next/prev): O(1) join and leave
   // without hashing, which is the hot path of every timeout and spawn.
@@ -83,19 +151,47 @@ export class CancelScope {
     this.parent = parent;
     this.shield = shield;
     this.cancelledBy = parent && !shield ? parent.cancelledBy : null;
+    this.raising = this.cancelledBy;
+    this.windows = null;
+    this.cleanupMs = parent ? parent.cleanupMs : DEFAULT_CLEANUP_MS;
     if (parent) {
       const head = parent.firstChild;
       this.next = head;
       if (head) head.prev = this;
       parent.firstChild = this;
+      // Born inside cleanup: the windows in force around it cover it too (a `timeout` or a
+      // task group used in a `finally` runs as cleanup, not as cancelled code).
+      if (parent.windows !== null && !shield) {
+        this.windows = parent.windows;
+        for (let l: WindowList | null = parent.windows; l; l = l.outer) {
+          if (l.win.open) {
+            l.win.scopes.push(this);
+            l.win.live++;
+          }
+        }
+        this.raising = raisingAt(this);
+      }
     }
   }
 
-  /** Requests cancellation of this scope and everything below it; idempotent, synchronous. */
-  cancel(cause: CancelCause): void {
+  /**
+   * Requests cancellation of this scope and everything below it; idempotent, synchronous.
+   * `force`: no cleanup window — every checkpoint below raises from now on, and windows
+   * already open for this scope close at once.
+   */
+  cancel(cause: CancelCause, force = false): void {
+    if (force && !this.forced) {
+      this.forced = true;
+      if (this.ownWindows) for (const w of [...this.ownWindows]) closeWindow(w, false);
+    }
     if (this.cause) return;
     this.cause = cause;
-    if (this.cancelledBy) return; // an outer scope already owns the cancellation here
+    if (this.cancelledBy) {
+      // An outer scope already owns the cancellation here — unless it is in a cleanup window,
+      // where this one (a `timeout` inside cleanup, say) must raise.
+      if (openWindows > 0) refresh(this);
+      return;
+    }
     propagate(this, this);
   }
 
@@ -107,6 +203,10 @@ export class CancelScope {
   close(): void {
     if (this.closed) return;
     this.closed = true;
+    for (let l = this.windows; l; l = l.outer) {
+      const w = l.win;
+      if (w.open && --w.live === 0) retireWindow(w);
+    }
     const p = this.parent;
     if (!p) return;
     if (this.prev) this.prev.next = this.next;
@@ -127,9 +227,11 @@ export class CancelScope {
 
   /** The scope's AbortSignal, created on first use and aborted when the scope is cancelled. */
   signal(): AbortSignal {
-    if (!this.controller) {
+    // Inside a cleanup window a foreign API gets a live signal again, so cleanup can fetch,
+    // write and flush; it aborts when the window closes.
+    if (!this.controller || (this.controller.signal.aborted && this.raising === null)) {
       this.controller = new AbortController();
-      if (this.cancelledBy) this.controller.abort(raise(this.cancelledBy));
+      if (this.raising) this.controller.abort(raise(this.raising));
     }
     return this.controller.signal;
   }
@@ -137,12 +239,7 @@ export class CancelScope {
 
 function propagate(s: CancelScope, origin: CancelScope): void {
   s.cancelledBy = origin;
-  if (s.firstWaiter) {
-    const ws: BlockWaiter<any>[] = [];
-    for (let w: BlockWaiter<any> | null = s.firstWaiter; w; w = w.next) ws.push(w);
-    for (const w of ws) w.interrupt(origin);
-  }
-  if (s.controller && !s.controller.signal.aborted) s.controller.abort(raise(origin));
+  update(s);
   if (s.firstChild === null) return;
   // Snapshot first: a waiter's unregister may close scopes while we walk (cancel is rare, so
   // the array costs nothing on a hot path).
@@ -151,10 +248,199 @@ function propagate(s: CancelScope, origin: CancelScope): void {
   for (const c of kids) if (!c.shield && !c.closed) propagate(c, origin);
 }
 
-/** Builds the error a checkpoint throws for a cancellation owned by `origin`. */
+/** Recomputes `raising` below `s` (a cancellation inside an outer one's window). */
+function refresh(s: CancelScope): void {
+  update(s);
+  const kids: CancelScope[] = [];
+  for (let c: CancelScope | null = s.firstChild; c; c = c.next) kids.push(c);
+  for (const c of kids) if (!c.shield && !c.closed) refresh(c);
+}
+
+function suppressed(l: WindowList | null, o: CancelScope): boolean {
+  for (; l; l = l.outer) if (l.win.open && l.win.origin === o) return true;
+  return false;
+}
+
+function hasWindowFor(l: WindowList | null, o: CancelScope): boolean {
+  for (; l; l = l.outer) if (l.win.origin === o) return true;
+  return false;
+}
+
+/** `raising` by its invariant (walks up to the nearest shield; only used near windows). */
+function raisingAt(s: CancelScope): CancelScope | null {
+  const l = s.windows;
+  if (l === null) return s.cancelledBy;
+  let best: CancelScope | null = null;
+  for (let p: CancelScope | null = s; p; p = p.parent) {
+    if (p.cause !== null && !suppressed(l, p)) best = p;
+    if (p.shield) break;
+  }
+  return best;
+}
+
+/** Re-establishes `s.raising`; a newly raising cancellation interrupts its blocked waiters. */
+function update(s: CancelScope): void {
+  const r = s.windows !== null ? raisingAt(s) : s.cancelledBy;
+  if (r === s.raising) return;
+  s.raising = r;
+  if (r === null) return;
+  if (s.firstWaiter) {
+    const ws: BlockWaiter<any>[] = [];
+    for (let w: BlockWaiter<any> | null = s.firstWaiter; w; w = w.next) ws.push(w);
+    for (const w of ws) w.interrupt(r);
+  }
+  if (s.controller && !s.controller.signal.aborted) s.controller.abort(raise(r));
+}
+
+/**
+ * Delivery of `origin`'s cancellation at `at`: the scopes from `at` up to `origin` enter a
+ * cleanup window of `at.cleanupMs` — but no further than the delivering task's own scope, as
+ * the error travels only through that task's frames (a parent learns of it at its own
+ * checkpoint, and gets its own window). No window for a forced cancellation, and none where
+ * a window for it already closed (after its window, a cancellation is level-triggered).
+ */
+function openWindow(origin: CancelScope, at: CancelScope, task: TaskLike | null): void {
+  if (origin.forced || hasWindowFor(at.windows, origin)) return;
+  const ms = at.cleanupMs;
+  if (!(ms > 0)) return;
+  const w = new Window(origin, ms, task?.name);
+  openWindows++;
+  (origin.ownWindows ??= []).push(w);
+  for (let s: CancelScope | null = at; s; s = s.parent) {
+    if (hasWindowFor(s.windows, origin)) break;
+    s.windows = { win: w, outer: s.windows };
+    w.scopes.push(s);
+    w.live++;
+    update(s);
+    if (s === origin || s.shield || s === task?.scope) break;
+  }
+  if (ms !== Number.POSITIVE_INFINITY) {
+    w.timer = addDeadline(now() + ms, () => closeWindow(w, true));
+  }
+}
+
+/** A window whose scopes all closed: its cleanup finished in time. */
+function retireWindow(w: Window): void {
+  w.open = false;
+  openWindows--;
+  if (w.timer) removeDeadline(w.timer);
+  w.timer = null;
+  const own = w.origin.ownWindows;
+  if (own) {
+    const i = own.indexOf(w);
+    if (i >= 0) own.splice(i, 1);
+  }
+}
+
+/** Ends a window: its cancellation raises again in every scope it covered. */
+function closeWindow(w: Window, overran: boolean): void {
+  if (!w.open) return;
+  retireWindow(w);
+  if (overran) {
+    const c = w.origin.cause;
+    report({
+      code: 'QUIESCE_CLEANUP_OVERRUN',
+      message: `cleanup${w.task ? ` of task ${w.task}` : ''} overran its ${w.ms} ms window after ${
+        c ? describeCause(c) : 'a cancellation'
+      } and is cancelled again`,
+      task: w.task,
+    });
+  }
+  for (const s of w.scopes) if (!s.closed) update(s);
+}
+
+/**
+ * Builds the error a checkpoint throws for a cancellation owned by `origin`. With `ctx` it is
+ * a delivery: the code in `ctx` receives it, so its cleanup window opens there.
+ */
 export function raise(origin: CancelScope, ctx?: Ctx): Cancelled {
-  if (ctx?.task) ctx.task.raisedFor = origin;
-  return new Cancelled(origin, origin.cause ?? { kind: 'cancel', at: now() });
+  const e = new Cancelled(origin, origin.cause ?? { kind: 'cancel', at: now() });
+  if (ctx) {
+    if (ctx.task) ctx.task.raisedFor = origin;
+    openWindow(origin, ctx.scope, ctx.task);
+  }
+  return e;
+}
+
+/**
+ * The cancellation a scope that caught its own (`e.origin === scope`) must pass on instead of
+ * returning: an outer cancellation that was delivered inside it and is still unfinished
+ * (its cleanup was cut by this scope's own expiry). Null when there is none.
+ */
+export function carried(scope: CancelScope): Cancelled | null {
+  for (let l = scope.windows; l; l = l.outer) {
+    const o = l.win.origin;
+    if (o !== scope && l.win.scopes[0] !== undefined && isBelowOrAt(l.win.scopes[0], scope)) {
+      return new Cancelled(o, o.cause ?? { kind: 'cancel', at: now() });
+    }
+  }
+  return null;
+}
+
+function isBelowOrAt(s: CancelScope, anc: CancelScope): boolean {
+  for (let p: CancelScope | null = s; p; p = p.parent) if (p === anc) return true;
+  return false;
+}
+
+// ---- no starvation ----------------------------------------------------------------------
+
+/** A synchronous stretch longer than this (real ms) yields to the macrotask queue. */
+export const LONG_MS = 4;
+// The clock is read every `every` calls (1..64, adapted so reads are ~0.25-1 ms apart); the
+// stretch start is forgotten by a macrotask (`endStretch`), which runs only once the current
+// stretch has let the event loop turn.
+let budget = 1;
+let every = 1;
+let stretchStart = -1;
+let lastRead = 0;
+let yields = 0;
+
+function endStretch(): void {
+  stretchStart = -1;
+  budget = 1;
+}
+
+/** True when the current synchronous stretch has run longer than `LONG_MS` (cheap: see above). */
+export function longStretch(): boolean {
+  if (--budget > 0) return false;
+  const t = performance.now();
+  if (stretchStart < 0) {
+    stretchStart = lastRead = t;
+    every = budget = 1;
+    setImmediate(endStretch);
+    return false;
+  }
+  const since = t - lastRead;
+  lastRead = t;
+  if (since < 0.25) every = every < 64 ? every * 2 : 64;
+  else if (since > 1) every = 1;
+  budget = every;
+  return t - stretchStart > LONG_MS;
+}
+
+function resumed(): void {
+  yields--;
+}
+
+/** Resolves after the event loop has turned once (timers, I/O and signals ran meanwhile). */
+export function yieldTurn(): Promise<void> {
+  yields++;
+  return new Promise<void>((r) => setImmediate(r)).then(resumed);
+}
+
+/** How many yields are outstanding (the test clock's `flush` waits for them). */
+export function pendingYields(): number {
+  return yields;
+}
+
+/**
+ * How a promise-returning operation reports a cancellation it must raise: a rejection, after
+ * a turn of the event loop when the stretch has run long — so a loop that swallows every
+ * cancellation cannot starve timers and signals.
+ */
+export function rejectCancelled(e: unknown): Promise<never> {
+  if (!longStretch()) return Promise.reject(e);
+  return yieldTurn().then(() => Promise.reject(e));
 }
 
 const storage = new AsyncLocalStorage<Ctx>();
@@ -201,7 +487,7 @@ export const hooks: { checkpoint: ((ctx: Ctx, blocking: boolean) => void) | null
  * whether the operation is about to block: under `mask` only those are interruptible.
  */
 export function pendingCancel(ctx: Ctx, blocking: boolean): CancelScope | null {
-  const origin = ctx.scope.cancelledBy;
+  const origin = ctx.scope.raising;
   if (origin === null) return null;
   if (ctx.mask === UNMASKED || (ctx.mask === MASKED && blocking)) return origin;
   return null;
@@ -338,7 +624,7 @@ function blockWith<T>(
   const ctx = current();
   if (hooks.checkpoint) hooks.checkpoint(ctx, true);
   const origin = pendingCancel(ctx, true);
-  if (origin) return Promise.reject(raise(origin, ctx));
+  if (origin) return rejectCancelled(raise(origin, ctx));
   const w = new BlockWaiter<T>();
   w.unwrap = unwrap;
   w.ctx = ctx;

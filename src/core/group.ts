@@ -11,7 +11,15 @@
  * 4. `race`: the losers are cancelled *and awaited* before it returns.
  */
 import { now } from './clock.ts';
-import { CancelScope, current, raise, runIn, type TaskLike, UNINTERRUPTIBLE } from './context.ts';
+import {
+  CancelScope,
+  cleanupMsOption,
+  current,
+  raise,
+  runIn,
+  type TaskLike,
+  UNINTERRUPTIBLE,
+} from './context.ts';
 import { report } from './diagnostics.ts';
 import { ArgumentError, GroupClosedError, isCancellation, QuiesceError } from './errors.ts';
 import { spawnIn, type Task } from './task.ts';
@@ -20,6 +28,11 @@ import { spawnIn, type Task } from './task.ts';
 export interface TaskGroupOptions {
   /** A name for diagnostics. */
   name?: string;
+  /**
+   * How long a child's cleanup may run once a cancellation is delivered in it, in ms (see
+   * `spawn`). Default: inherited from the creating scope (5000 at the top).
+   */
+  cleanupTimeoutMs?: number;
   /**
    * `'fail-fast'` (default): a child's error cancels the others and is rethrown by `wait()`.
    * `'supervise'`: a child's error goes to `onError`; the group and its siblings live on.
@@ -72,6 +85,8 @@ export class TaskGroup implements AsyncDisposable {
     this.#onError = options?.onError;
     const ctx = current();
     this.scope = new CancelScope(ctx.scope, options?.shield === true);
+    const ms = cleanupMsOption('TaskGroup', options?.cleanupTimeoutMs);
+    if (ms !== undefined) this.scope.cleanupMs = ms;
     this.#owner = ctx.task;
   }
 
@@ -95,7 +110,10 @@ export class TaskGroup implements AsyncDisposable {
    * `GroupClosedError` once the group is closed.
    * **Cancellation**: not a checkpoint; never blocks.
    */
-  spawn<T>(fn: () => T | PromiseLike<T>, options?: { name?: string }): Task<T> {
+  spawn<T>(
+    fn: () => T | PromiseLike<T>,
+    options?: { name?: string; cleanupTimeoutMs?: number },
+  ): Task<T> {
     if (this.#closed) throw new GroupClosedError(this.name);
     if (typeof fn !== 'function') throw new ArgumentError('group.spawn(fn): fn must be a function');
     const ctx = current();
@@ -104,6 +122,7 @@ export class TaskGroup implements AsyncDisposable {
       this.scope,
       fn,
       options?.name,
+      cleanupMsOption('group.spawn', options?.cleanupTimeoutMs),
     );
     this.#tasks.add(t);
     t.observe();
@@ -181,12 +200,16 @@ export class TaskGroup implements AsyncDisposable {
   }
 
   /**
-   * Closes the group, cancels every child and waits until all are done, cleanups included.
+   * Closes the group, cancels every child and waits until all are done, cleanups included
+   * (each bounded by its cleanup window; `{ force: true }`: no window).
    * Never throws the children's errors (supervised ones still go to `onError`).
    */
-  async cancel(reason?: unknown): Promise<void> {
+  async cancel(reason?: unknown, options?: { force?: boolean }): Promise<void> {
     this.#closed = true;
-    this.scope.cancel({ kind: 'cancel', reason, by: current().task?.name, at: now() });
+    this.scope.cancel(
+      { kind: 'cancel', reason, by: current().task?.name, at: now() },
+      options?.force === true,
+    );
     await this.idle();
     if (!this.bodyRunning) this.scope.close();
   }
@@ -210,7 +233,7 @@ export class TaskGroup implements AsyncDisposable {
     }
     this.dispose();
     if (!this.#failed) return;
-    const origin = ctx.scope.cancelledBy;
+    const origin = ctx.scope.raising;
     if (origin && ctx.mask !== UNINTERRUPTIBLE) {
       suppressed(this.#error, this.name);
       throw raise(origin, ctx);
@@ -290,7 +313,7 @@ type Fn<T> = () => T | PromiseLike<T>;
  */
 function raiseCallerCancellation(what: string): never {
   const ctx = current();
-  const origin = ctx.scope.cancelledBy;
+  const origin = ctx.scope.raising ?? ctx.scope.cancelledBy;
   if (origin) throw raise(origin, ctx);
   throw new QuiesceError(
     'ERR_CANCELLED_CHILDREN',

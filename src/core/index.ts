@@ -3,8 +3,10 @@
  *
  * Guarantees of this part, and where each is kept:
  * 1. No task outlives its parent (`spawn`, task.ts).
- * 2. Cancellation lands only at checkpoints, is level-triggered, and is owned by exactly one
- *    scope, so nested timeouts each catch their own (context.ts, scope.ts).
+ * 2. Cancellation lands only at checkpoints, is delivered once and then gives cleanup a
+ *    bounded window (default 5 s) before it raises at every checkpoint again, and is owned by
+ *    exactly one scope, so nested timeouts each catch their own (context.ts, scope.ts).
+ * 8. No checkpoint and no re-raised cancellation starves the event loop (context.ts).
  * 3. Under `mask` only an operation that actually blocks can be interrupted; under
  *    `uninterruptibleMask` none (mask.ts).
  * 4. `bracket`: if acquire returns, release runs exactly once (mask.ts).
@@ -68,6 +70,7 @@ export {
 export {
   type AdoptOptions,
   adopt,
+  type CancelOptions,
   currentTask,
   dumpTasks,
   type SpawnOptions,

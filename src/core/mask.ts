@@ -5,12 +5,28 @@
  * 1. Inside `mask`, a pending cancellation is raised only by an operation that actually
  *    blocks; inside `uninterruptibleMask`, by nothing (`pendingCancel` in context.ts).
  * 2. `restore(g)` runs `g` in the masking state that was in force outside the `mask`, whatever
- *    scope it is called from.
+ *    scope it is called from, and delivers a pending cancellation on entry when that state is
+ *    unmasked — so `g` never starts in a cancelled scope (`restoreTo`).
+ * 5. `bracket` (and what is built on it) called unmasked in a cancelled scope raises before
+ *    `acquire`: it runs nothing. In a cleanup window it runs normally.
  * 3. `bracket`: if `acquire` returns, `release` runs exactly once, whatever `use` does.
  * 4. A cleanup error never hides a cancellation: when the body was cancelled and cleanup
  *    throws too, the cancellation propagates and the cleanup error is reported.
  */
-import { current, MASKED, type MaskLevel, runIn, UNINTERRUPTIBLE } from './context.ts';
+import {
+  type Ctx,
+  current,
+  hooks,
+  MASKED,
+  type MaskLevel,
+  pendingCancel,
+  pendingCancellation,
+  raise,
+  rejectCancelled,
+  runIn,
+  UNINTERRUPTIBLE,
+  UNMASKED,
+} from './context.ts';
 import { report } from './diagnostics.ts';
 import { isCancellation, type Result } from './errors.ts';
 import { spawn, type Task } from './task.ts';
@@ -39,7 +55,15 @@ async function call<R>(g: () => R | PromiseLike<R>): Promise<R> {
 function restoreTo(outer: MaskLevel): Restore {
   return (g) => {
     const c = current();
-    return runIn({ task: c.task, scope: c.scope, mask: outer }, call, g);
+    const ctx: Ctx = { task: c.task, scope: c.scope, mask: outer };
+    if (outer === UNMASKED) {
+      // Entering unmasked code is a checkpoint: a cancellation that arrived while masked is
+      // delivered here, before `g` runs (so `modify` in a cancelled scope changes nothing).
+      if (hooks.checkpoint) hooks.checkpoint(ctx, false);
+      const origin = pendingCancel(ctx, false);
+      if (origin) return rejectCancelled(raise(origin, ctx));
+    }
+    return runIn(ctx, call, g);
   };
 }
 
@@ -110,6 +134,8 @@ export function bracket<A, R>(
   release: (a: A) => unknown,
   use: (a: A) => R | PromiseLike<R>,
 ): Promise<R> {
+  const e = pendingCancellation();
+  if (e) return rejectCancelled(e);
   return mask(async (restore) => {
     const a = await acquire();
     let r: R;

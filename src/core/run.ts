@@ -2,12 +2,14 @@
  * `run(main)`: the entry point of a program.
  *
  * Guarantees:
- * 1. The first SIGINT or SIGTERM cancels `main` (so every `finally` and `bracket` runs); a
- *    second SIGINT forces the exit at once with code 130.
+ * 1. The first SIGINT or SIGTERM cancels `main` (so every `finally` and `bracket` runs, for up
+ *    to `cleanupTimeoutMs`); a second one is a forced cancellation (no cleanup window: every
+ *    checkpoint raises); a third SIGINT exits at once with code 130.
  * 2. Exit codes: 0 when `main` returns, 1 when it throws, 130 after SIGINT, 143 after SIGTERM.
  * 3. Every signal listener `run` adds is removed before it returns.
  */
 import { now } from './clock.ts';
+import { cleanupMsOption } from './context.ts';
 import { ArgumentError } from './errors.ts';
 import { spawn, type Task } from './task.ts';
 
@@ -18,6 +20,17 @@ export interface RunOptions {
   /** Call `process.exit` with the exit code when `main` is done. Default: false (the exit
    * code is set and the process ends when nothing is left running). */
   exit?: boolean;
+  /**
+   * How long cleanup may run after the first signal, in ms, before every checkpoint raises
+   * again (the cleanup window of `main`, inherited by its tasks). Default: 5000.
+   */
+  cleanupTimeoutMs?: number;
+  /**
+   * What a second signal does: `'force'` (default) cancels `main` again, forced (no cleanup
+   * window; a third SIGINT exits at once with 130); `'exit'`: a second SIGINT exits at once
+   * with 130 — for programs whose cleanup is shielded on purpose (a supervisor's drain).
+   */
+  onSecondSignal?: 'force' | 'exit';
 }
 
 const signalNumbers: Partial<Record<NodeJS.Signals, number>> = {
@@ -44,14 +57,27 @@ export async function run<T>(
 ): Promise<T | undefined> {
   if (typeof main !== 'function') throw new ArgumentError('run(main): main must be a function');
   const signals = options?.signals ?? ['SIGINT', 'SIGTERM'];
+  const cleanupTimeoutMs = cleanupMsOption('run', options?.cleanupTimeoutMs);
   let received: NodeJS.Signals | null = null;
+  let forced = false;
+  const onSecond = options?.onSecondSignal ?? 'force';
+  if (onSecond !== 'force' && onSecond !== 'exit') {
+    throw new ArgumentError(
+      `run: onSecondSignal must be 'force' or 'exit', got ${String(options?.onSecondSignal)}`,
+    );
+  }
   // Listeners first, main second: a signal that arrives while main's first synchronous
   // stretch runs must cancel it, not kill the process with the default action.
   let task: Task<T> | null = null;
   const listeners = signals.map((sig) => {
     const listener = () => {
       if (received !== null) {
-        if (sig === 'SIGINT') process.exit(130);
+        if (forced || onSecond === 'exit') {
+          if (sig === 'SIGINT') process.exit(130);
+          return;
+        }
+        forced = true;
+        task?.scope.cancel({ kind: 'signal', reason: sig, by: 'run', at: now() }, true);
         return;
       }
       received = sig;
@@ -60,7 +86,7 @@ export async function run<T>(
     process.on(sig, listener);
     return [sig, listener] as const;
   });
-  task = spawn(main, { name: 'main' });
+  task = spawn(main, { name: 'main', cleanupTimeoutMs });
   if (received !== null) {
     task.scope.cancel({ kind: 'signal', reason: received, by: 'run', at: now() });
   }

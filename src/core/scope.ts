@@ -14,12 +14,16 @@ import { addDeadline, type Deadline, now, removeDeadline } from './clock.ts';
 import {
   block,
   CancelScope,
+  carried,
+  cleanupMsOption,
   current,
   hooks,
+  longStretch,
   pendingCancel,
   raise,
   runIn,
   signalOf,
+  yieldTurn,
 } from './context.ts';
 import { report } from './diagnostics.ts';
 import { ArgumentError, Cancelled, TimeoutError } from './errors.ts';
@@ -32,12 +36,20 @@ export interface CancelScopeOptions {
   deadline?: number;
   /** Cancellation from outside does not reach inside (its own deadline still does). */
   shield?: boolean;
+  /**
+   * How long cleanup inside may run once a cancellation is delivered here, in ms, before
+   * every checkpoint raises again. Default: inherited (5000 at the top). 0: no window.
+   */
+  cleanupTimeoutMs?: number;
 }
 
 /** The handle `cancelScope` gives its body, and what it returns. */
 export interface ScopeHandle {
-  /** Cancels the scope's body; idempotent. */
-  cancel(reason?: unknown): void;
+  /**
+   * Cancels the scope's body; idempotent. `{ force: true }`: no cleanup window (a window
+   * already open closes at once), so every checkpoint inside raises from now on.
+   */
+  cancel(reason?: unknown, options?: { force?: boolean }): void;
   /** True if this scope caught its own cancellation (set when the call returns). */
   readonly cancelledCaught: boolean;
   /** True once `cancel` was called or the deadline expired. */
@@ -52,11 +64,18 @@ class Handle implements ScopeHandle {
   cancelledCaught = false;
   scope!: CancelScope;
   readonly deadline: number;
+  /** The scope's cleanup window, if set (else inherited). */
+  cleanupMs: number | undefined = undefined;
+  /** The deadline is hard: its expiry opens no cleanup window (`boundedCleanup`). */
+  hard = false;
   constructor(deadline: number) {
     this.deadline = deadline;
   }
-  cancel(reason?: unknown): void {
-    this.scope.cancel({ kind: 'cancel', reason, by: current().task?.name, at: now() });
+  cancel(reason?: unknown, options?: { force?: boolean }): void {
+    this.scope.cancel(
+      { kind: 'cancel', reason, by: current().task?.name, at: now() },
+      options?.force === true,
+    );
   }
   get cancelCalled(): boolean {
     return this.scope.cause !== null;
@@ -93,10 +112,15 @@ export async function scoped<A, T>(
 ): Promise<T | typeof CAUGHT> {
   const ctx = current();
   const scope = new CancelScope(ctx.scope, shield);
-  if (handle) handle.scope = scope;
+  let hard = false;
+  if (handle) {
+    handle.scope = scope;
+    if (handle.cleanupMs !== undefined) scope.cleanupMs = handle.cleanupMs;
+    hard = handle.hard;
+  }
   let d: Deadline | null = null;
   if (deadline !== Number.POSITIVE_INFINITY) {
-    const fire = () => scope.cancel({ kind: 'deadline', deadline, at: now() });
+    const fire = () => scope.cancel({ kind: 'deadline', deadline, at: now() }, hard);
     // Only a handle's caller can pass a deadline already past (the timeout family checks
     // before calling): skipping the clock read here keeps the hot path at one `now()`.
     if (handle && deadline <= now()) fire();
@@ -105,8 +129,15 @@ export async function scoped<A, T>(
   try {
     return await runIn({ task: ctx.task, scope, mask: ctx.mask }, fn, arg);
   } catch (e) {
-    if (e instanceof Cancelled && e.origin === scope)
+    if (e instanceof Cancelled && e.origin === scope) {
+      // An outer cancellation delivered in here whose cleanup this expiry cut is not ours to
+      // end: it propagates (a cleanup error never hides a pending cancellation).
+      if (scope.windows !== null) {
+        const outer = carried(scope);
+        if (outer) throw outer;
+      }
       return caughtIsUndefined ? (undefined as T) : CAUGHT;
+    }
     throw e;
   } finally {
     if (d) removeDeadline(d);
@@ -146,6 +177,7 @@ export async function cancelScope<T>(
     deadline = Math.min(deadline, validMs('cancelScope deadline', options.deadline));
   }
   const handle = new Handle(deadline);
+  handle.cleanupMs = cleanupMsOption('cancelScope', options?.cleanupTimeoutMs);
   const v = await scoped(deadline, options?.shield === true, fn, handle, handle);
   handle.cancelledCaught = v === CAUGHT;
   return {
@@ -229,7 +261,10 @@ export async function boundedCleanup<T>(
 ): Promise<T | undefined> {
   validMs('boundedCleanup', ms);
   const deadline = ms < 0 ? Number.POSITIVE_INFINITY : now() + ms;
-  const v = await scoped(deadline, true, call<T>, fn);
+  // Its deadline is a hard one: the overrun is cut without a further cleanup window.
+  const handle = new Handle(deadline);
+  handle.hard = true;
+  const v = await scoped(deadline, true, call<T>, fn, handle);
   if (v === CAUGHT) {
     report({
       code: 'QUIESCE_CLEANUP_OVERRUN',
@@ -249,6 +284,9 @@ export async function boundedCleanup<T>(
  * for (const row of rows) { await checkpoint(); process(row); }
  */
 export async function checkpoint(): Promise<void> {
+  // Not starving the event loop (context.ts guarantee 6): after a long stretch, let timers,
+  // signals and I/O run first — a deadline that fires meanwhile is raised right here.
+  if (longStretch()) await yieldTurn();
   const ctx = current();
   if (hooks.checkpoint) hooks.checkpoint(ctx, false);
   const origin = pendingCancel(ctx, false);

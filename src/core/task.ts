@@ -17,8 +17,10 @@ import {
   blockResult,
   CancelScope,
   type Ctx,
+  cleanupMsOption,
   current,
   pendingCancellation,
+  rejectCancelled,
   runIn,
   type TaskLike,
   type Waiter,
@@ -43,6 +45,22 @@ const roots = { firstKid: null as Task<unknown> | null };
 export interface SpawnOptions {
   /** A name for diagnostics and the task-tree dump. Default: `task-<id>`. */
   name?: string;
+  /**
+   * How long the task's cleanup may run once a cancellation is delivered in it, in ms: until
+   * then its `finally`, `catch` and release clauses can block (write, flush, `timeout`);
+   * after it every checkpoint raises again. Default: inherited from the spawning scope (5000
+   * at the top). 0: no window (every checkpoint raises at once).
+   */
+  cleanupTimeoutMs?: number;
+}
+
+/** Options for `task.cancel`. */
+export interface CancelOptions {
+  /**
+   * A forced cancellation: no cleanup window — every checkpoint in the task raises from now
+   * on, and a window already open closes at once. For a second Ctrl-C, or an overdue task.
+   */
+  force?: boolean;
 }
 
 /**
@@ -75,11 +93,17 @@ export class Task<T> implements TaskLike, AsyncDisposable {
   adopted: Set<Promise<unknown>> | null = null;
 
   /** @internal use `spawn`. */
-  constructor(parent: Task<unknown> | null, parentScope: CancelScope, name: string | undefined) {
+  constructor(
+    parent: Task<unknown> | null,
+    parentScope: CancelScope,
+    name: string | undefined,
+    cleanupMs: number | undefined,
+  ) {
     this.id = nextId++;
     this.#name = name;
     this.parent = parent;
     this.scope = new CancelScope(parentScope);
+    if (cleanupMs !== undefined) this.scope.cleanupMs = cleanupMs;
     const list: { firstKid: Task<unknown> | null } = parent ?? roots;
     const head = list.firstKid;
     this.nextSib = head;
@@ -115,7 +139,7 @@ export class Task<T> implements TaskLike, AsyncDisposable {
     const r = this.#outcome;
     if (r) {
       const e = pendingCancellation();
-      if (e) return Promise.reject(e);
+      if (e) return rejectCancelled(e);
       return r.ok ? Promise.resolve(r.value) : Promise.reject(r.error);
     }
     return blockResult<T>((w) => this.#addWaiter(w));
@@ -131,7 +155,7 @@ export class Task<T> implements TaskLike, AsyncDisposable {
     this.#observed = true;
     if (this.#outcome) {
       const e = pendingCancellation();
-      return e ? Promise.reject(e) : Promise.resolve(this.#outcome);
+      return e ? rejectCancelled(e) : Promise.resolve(this.#outcome);
     }
     return block<Result<T>>((w) => this.#addWaiter(w));
   }
@@ -149,14 +173,20 @@ export class Task<T> implements TaskLike, AsyncDisposable {
   /**
    * Requests cancellation and waits until the task is done, finalizers included (like
    * Haskell's synchronous `throwTo` followed by `waitCatch`). A no-op on a finished task;
-   * idempotent; any number of cancellers may wait.
+   * idempotent; any number of cancellers may wait. The cancellation is delivered once, at
+   * the task's next checkpoint; its cleanup then runs normally for up to its
+   * `cleanupTimeoutMs` (default 5000), after which every checkpoint raises again.
+   * `{ force: true }` skips (or ends) that window.
    * **Cancellation**: the wait is a checkpoint; if the caller is itself cancelled while
    * waiting it stops waiting (the request stands).
+   * @example
+   * await task.cancel('shutting down');
+   * await task.cancel('overdue', { force: true }); // cleanup too is cut at its next checkpoint
    */
-  async cancel(reason?: unknown): Promise<void> {
+  async cancel(reason?: unknown, options?: CancelOptions): Promise<void> {
     if (this.#outcome) return;
     const by = current().task?.name;
-    this.scope.cancel({ kind: 'cancel', reason, by, at: now() });
+    this.scope.cancel({ kind: 'cancel', reason, by, at: now() }, options?.force === true);
     await block<unknown>((w) => this.#addWaiter(w));
   }
 
@@ -286,7 +316,14 @@ async function settleChildren(t: Task<unknown>): Promise<void> {
 export function spawn<T>(fn: () => T | PromiseLike<T>, options?: SpawnOptions): Task<T> {
   if (typeof fn !== 'function') throw new ArgumentError('spawn(fn): fn must be a function');
   const ctx = current();
-  return spawnIn(ctx, ctx.scope, fn, options?.name);
+  const ms = options?.cleanupTimeoutMs;
+  return spawnIn(
+    ctx,
+    ctx.scope,
+    fn,
+    options?.name,
+    ms === undefined ? undefined : cleanupMsOption('spawn', ms),
+  );
 }
 
 /** @internal spawns with an explicit parent scope (task groups use their own scope). */
@@ -295,12 +332,13 @@ export function spawnIn<T>(
   parentScope: CancelScope,
   fn: () => T | PromiseLike<T>,
   name: string | undefined,
+  cleanupMs?: number,
 ): Task<T> {
   const parent = ctx.task as Task<unknown> | null;
   // A callback that captured a finished task's context (a timer, an event handler) must not
   // start a child the finished parent can no longer wait for.
   if (parent?.done) throw new TaskFinishedError(parent.name);
-  const t = new Task<T>(parent, parentScope, name);
+  const t = new Task<T>(parent, parentScope, name, cleanupMs);
   t.body = fn;
   runIn({ task: t, scope: t.scope, mask: ctx.mask }, runTask<T>, t);
   return t;

@@ -13,7 +13,7 @@
  * 5. `dup()` makes a broadcast reader: it receives its own copy of every item written after
  *    it was made, through any duplicate of the channel.
  */
-import { block, pollCancel, pendingCancellation } from '../core/internal.ts';
+import { block, pendingCancellation, pollCancel, rejectCancelled } from '../core/internal.ts';
 import { Deque } from './deque.ts';
 import { ChanClosedError } from './errors.ts';
 import type { SelectEvent } from './select.ts';
@@ -90,7 +90,7 @@ export class Chan<T> implements AsyncIterable<T> {
   read(): Promise<T> {
     if (this.#buf.length > 0) {
       const e = pendingCancellation();
-      return e === null ? Promise.resolve(this.#buf.shift()) : Promise.reject(e);
+      return e === null ? Promise.resolve(this.#buf.shift()) : rejectCancelled(e);
     }
     if (this.closed) {
       const e = pendingCancellation();
@@ -113,11 +113,11 @@ export class Chan<T> implements AsyncIterable<T> {
       const e = pendingCancellation();
       return e === null
         ? Promise.resolve({ done: false, value: this.#buf.shift() })
-        : Promise.reject(e);
+        : rejectCancelled(e);
     }
     if (this.closed) {
       const e = pendingCancellation();
-      return e === null ? Promise.resolve(END) : Promise.reject(e);
+      return e === null ? Promise.resolve(END) : rejectCancelled(e);
     }
     return block<ChanRead<T>>((w) => {
       const p = this.#readers.push(w, undefined, WRAPPED);

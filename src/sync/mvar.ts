@@ -10,7 +10,9 @@
  *    wakes every blocked `read` and then the first blocked `take`.
  * 3. `modify`, `modify_`, `with`, `swap` and `compareAndSwap` leave the MVar full whatever
  *    happens: interrupted anywhere, or failing, they put the old value back (Haskell's
- *    `modifyMVar`: `mask`, then the user function runs under `restore`).
+ *    `modifyMVar`: `mask`, then the user function runs under `restore`). Called unmasked in a
+ *    cancelled scope they raise before taking anything, so the user function never runs
+ *    (their first line); in a cleanup window they run normally.
  * 4. `read` is atomic: it never empties the MVar, not even for a moment.
  * 5. An operation that does not block is not interruptible under `mask`: `take` from a full
  *    MVar, `put` into an empty one, every `try…`.
@@ -18,7 +20,7 @@
  * Lock order: when nested `modify` calls hold several MVars at once, every task must take them
  * in one global order (say, by account id), or two tasks can deadlock each holding one.
  */
-import { block, pollCancel, pendingCancellation } from '../core/internal.ts';
+import { block, pendingCancellation, pollCancel, rejectCancelled } from '../core/internal.ts';
 import { ArgumentError, mask } from '../core/index.ts';
 import type { SelectEvent } from './select.ts';
 import { WaitList } from './wait-list.ts';
@@ -64,7 +66,7 @@ export class MVar<T> {
   take(): Promise<T> {
     if (this.#full) {
       const e = pendingCancellation();
-      return e === null ? Promise.resolve(this.#takeNow()) : Promise.reject(e);
+      return e === null ? Promise.resolve(this.#takeNow()) : rejectCancelled(e);
     }
     return block<T>((w) => {
       const p = this.#takers.push(w, undefined, 0);
@@ -82,7 +84,7 @@ export class MVar<T> {
   put(value: T): Promise<void> {
     if (!this.#full) {
       const e = pendingCancellation();
-      if (e !== null) return Promise.reject(e);
+      if (e !== null) return rejectCancelled(e);
       this.#putNow(value);
       return Promise.resolve();
     }
@@ -102,7 +104,7 @@ export class MVar<T> {
   read(): Promise<T> {
     if (this.#full) {
       const e = pendingCancellation();
-      return e === null ? Promise.resolve(this.#value as T) : Promise.reject(e);
+      return e === null ? Promise.resolve(this.#value as T) : rejectCancelled(e);
     }
     return block<T>((w) => {
       const p = this.#readers.push(w, undefined, 0);
@@ -158,6 +160,8 @@ export class MVar<T> {
    * const ticket = await counter.modify((n) => [n + 1, n]);
    */
   modify<R>(f: (value: T) => readonly [T, R] | PromiseLike<readonly [T, R]>): Promise<R> {
+    const e = pendingCancellation();
+    if (e !== null) return rejectCancelled(e);
     return mask(async (restore) => {
       const a = await this.take();
       let r: readonly [T, R];
@@ -184,6 +188,8 @@ export class MVar<T> {
    * await hits.modify_((n) => n + 1);
    */
   modify_(f: (value: T) => T | PromiseLike<T>): Promise<void> {
+    const e = pendingCancellation();
+    if (e !== null) return rejectCancelled(e);
     return mask(async (restore) => {
       const a = await this.take();
       let b: T;
@@ -205,6 +211,8 @@ export class MVar<T> {
    * await stdoutLock.with(() => write(lines));
    */
   with<R>(f: (value: T) => R | PromiseLike<R>): Promise<R> {
+    const e = pendingCancellation();
+    if (e !== null) return rejectCancelled(e);
     return mask(async (restore) => {
       const a = await this.take();
       try {
@@ -224,6 +232,8 @@ export class MVar<T> {
    * const previous = await config.swap(next);
    */
   swap(value: T): Promise<T> {
+    const e = pendingCancellation();
+    if (e !== null) return rejectCancelled(e);
     return mask(async () => {
       const old = await this.take();
       await this.#putBack(value);

@@ -13,7 +13,7 @@
  * 4. `close()` stops puts (blocked ones reject with `QueueClosedError`, their items not
  *    added); getters get every buffered item, then the end.
  */
-import { block, pollCancel, pendingCancellation } from '../core/internal.ts';
+import { block, pendingCancellation, pollCancel, rejectCancelled } from '../core/internal.ts';
 import { ArgumentError } from '../core/index.ts';
 import type { ChanRead } from './chan.ts';
 import { Deque } from './deque.ts';
@@ -81,7 +81,7 @@ export class Queue<T> implements AsyncIterable<T> {
     }
     if (this.#getters.size > 0 || this.#buf.length < this.capacity) {
       const e = pendingCancellation();
-      if (e !== null) return Promise.reject(e);
+      if (e !== null) return rejectCancelled(e);
       if (this.#offer(value)) return Promise.resolve();
     }
     return block<void>((w) => {
@@ -113,7 +113,7 @@ export class Queue<T> implements AsyncIterable<T> {
   get(): Promise<T> {
     if (this.#buf.length > 0 || this.#putters.size > 0) {
       const e = pendingCancellation();
-      if (e !== null) return Promise.reject(e);
+      if (e !== null) return rejectCancelled(e);
       const r = this.#take();
       if (r !== NONE) return Promise.resolve(r as T);
     }
@@ -134,13 +134,13 @@ export class Queue<T> implements AsyncIterable<T> {
   next(): Promise<ChanRead<T>> {
     if (this.#buf.length > 0 || this.#putters.size > 0) {
       const e = pendingCancellation();
-      if (e !== null) return Promise.reject(e);
+      if (e !== null) return rejectCancelled(e);
       const r = this.#take();
       if (r !== NONE) return Promise.resolve({ done: false, value: r as T });
     }
     if (this.#closed) {
       const e = pendingCancellation();
-      return e === null ? Promise.resolve(END) : Promise.reject(e);
+      return e === null ? Promise.resolve(END) : rejectCancelled(e);
     }
     return block<ChanRead<T>>((w) => {
       const p = this.#getters.push(w, undefined, WRAPPED);

@@ -10,7 +10,7 @@
  *    once (`#dispatch` on unregister).
  * 3. `release` never blocks and never throws for a valid count, so it is safe in cleanup.
  */
-import { block, pollCancel, pendingCancellation } from '../core/internal.ts';
+import { block, pendingCancellation, pollCancel, rejectCancelled } from '../core/internal.ts';
 import { ArgumentError, bracket } from '../core/index.ts';
 import type { SelectEvent } from './select.ts';
 import { WaitList } from './wait-list.ts';
@@ -65,7 +65,7 @@ export class Semaphore {
     if (n !== 1) count('Semaphore.acquire(n)', n, 1);
     if (this.#waiters.size === 0 && this.#permits >= n) {
       const e = pendingCancellation();
-      if (e !== null) return Promise.reject(e);
+      if (e !== null) return rejectCancelled(e);
       this.#permits -= n;
       return Promise.resolve();
     }

@@ -84,7 +84,9 @@ describe('kept guarantees', { timeout: 10_000 }, () => {
     } finally {
       installClock(prev);
     }
-    assert.equal(armed, 1);
+    // Once for the sleep, once more for the cancellation's 5 s cleanup window (an earlier
+    // deadline); a spinning timer would arm thousands of times.
+    assert.ok(armed <= 2, `armed ${armed} times`);
   });
 
   test('assertCheckpoints does not count checkpoints a cancellation cannot reach', async () => {

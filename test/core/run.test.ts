@@ -57,9 +57,26 @@ describe('run(main)', { timeout: 30_000 }, () => {
     assert.match(r.out, /cleanup/);
   });
 
-  test('a second SIGINT forces the exit at once with 130', async () => {
+  test('rule 2: after the first SIGINT cleanup can block; the second SIGINT is a forced cancel that cuts it', async () => {
     const started = Date.now();
-    const r = await runFixture('slow-cleanup', ['SIGINT', 'SIGINT']);
+    const r = await runFixture('blocking-cleanup', ['SIGINT', 'SIGINT']);
+    assert.equal(r.code, 130);
+    assert.match(r.out, /cleanup blocked 20 ms\ncleanup cut\ncleanup\nlisteners 0\n/);
+    assert.ok(Date.now() - started < 4_000, 'did not wait for the 5 s window');
+  });
+
+  test('rule 2: run({ cleanupTimeoutMs }) bounds the cleanup of main', async () => {
+    const started = Date.now();
+    const r = await runFixture('short-window', ['SIGTERM']);
+    assert.equal(r.code, 143);
+    assert.match(r.out, /cleanup blocked 20 ms\ncleanup cut\ncleanup\n/);
+    assert.match(r.err, /QUIESCE_CLEANUP_OVERRUN|overran its 100 ms window/);
+    assert.ok(Date.now() - started < 4_000, 'the 100 ms window, not the 5 s default');
+  });
+
+  test('a third SIGINT exits at once with 130, even from uninterruptible cleanup', async () => {
+    const started = Date.now();
+    const r = await runFixture('slow-cleanup', ['SIGINT', 'SIGINT', 'SIGINT']);
     assert.equal(r.code, 130);
     assert.doesNotMatch(r.out, /cleanup/);
     assert.ok(Date.now() - started < 4_000, 'did not wait for the 5 s cleanup');

@@ -126,7 +126,7 @@ describe('tasks', { timeout: 10_000 }, () => {
     assert.equal(childCancelled, true);
   });
 
-  test('cancellation is level-triggered: a swallowed cancellation is raised again at the next checkpoint', async () => {
+  test('a forced cancellation is level-triggered: a swallowed one is raised again at the next checkpoint', async () => {
     let raised = 0;
     const t = spawn(async () => {
       for (let i = 0; i < 3; i++) {
@@ -142,7 +142,7 @@ describe('tasks', { timeout: 10_000 }, () => {
     const { onDiagnostic } = await import('../../src/core/index.ts');
     const seen: string[] = [];
     const restore = onDiagnostic((d) => seen.push(d.code));
-    await t.cancel();
+    await t.cancel('stop', { force: true });
     restore();
     assert.equal(raised, 3);
     assert.deepEqual(seen, ['QUIESCE_SWALLOWED_CANCELLATION']);

@@ -331,7 +331,8 @@ describe('select under cancellation', () => {
       const c = new Chan<number>();
       c.write(1);
       await cancelScope(async (scope) => {
-        scope.cancel();
+        // Forced: no cleanup window, so every checkpoint below is asked the question afresh.
+        scope.cancel(undefined, { force: true });
         await assert.rejects(select(c.readEvent()), isCancellation, 'unmasked: raises');
         await mask(async () => {
           const r = await select(c.readEvent());
