@@ -42,6 +42,24 @@ async function diagnostics(fn: () => Promise<void>): Promise<Diagnostic[]> {
   return seen;
 }
 
+/**
+ * A task body that waits to be cancelled, then blocks in its cleanup until the cleanup itself
+ * is cut, and calls `onCut` then.
+ */
+function cutCleanup(onCut: () => void): () => Promise<void> {
+  return async () => {
+    try {
+      await sleep(60_000);
+    } finally {
+      try {
+        await sleep(60_000);
+      } catch (e) {
+        if (isCancellation(e)) onCut();
+      }
+    }
+  };
+}
+
 describe('rule 1: a cancellation is delivered once, then cleanup runs normally', bounded, () => {
   test('a finally that awaits runs to its end after the task is cancelled', async () => {
     let flag = false;
@@ -193,17 +211,9 @@ describe('rule 2: the cleanup window is bounded', bounded, () => {
     using clock = useTestClock();
     let cut = false;
     const t = spawn(
-      async () => {
-        try {
-          await sleep(60_000);
-        } finally {
-          try {
-            await sleep(60_000);
-          } catch (e) {
-            cut = isCancellation(e);
-          }
-        }
-      },
+      cutCleanup(() => {
+        cut = true;
+      }),
       { name: 'flusher' },
     );
     const seen = await diagnostics(async () => {
@@ -225,17 +235,7 @@ describe('rule 2: the cleanup window is bounded', bounded, () => {
   test('spawn({ cleanupTimeoutMs }) sets the window, and children inherit it', async () => {
     using clock = useTestClock();
     const cutAt: number[] = [];
-    const blockingCleanup = async () => {
-      try {
-        await sleep(60_000);
-      } finally {
-        try {
-          await sleep(60_000);
-        } catch {
-          cutAt.push(clock.now());
-        }
-      }
-    };
+    const blockingCleanup = cutCleanup(() => cutAt.push(clock.now()));
     const t = spawn(
       async () => {
         const child = spawn(blockingCleanup);
@@ -257,17 +257,10 @@ describe('rule 2: the cleanup window is bounded', bounded, () => {
   test('cancelScope, TaskGroup and withTaskGroup take cleanupTimeoutMs', async () => {
     using clock = useTestClock();
     const cutAt: Record<string, number> = {};
-    const body = (name: string) => async () => {
-      try {
-        await sleep(60_000);
-      } finally {
-        try {
-          await sleep(60_000);
-        } catch {
-          cutAt[name] = clock.now();
-        }
-      }
-    };
+    const body = (name: string) =>
+      cutCleanup(() => {
+        cutAt[name] = clock.now();
+      });
     const restore = onDiagnostic(() => {});
     try {
       const scoped = cancelScope(
@@ -311,17 +304,11 @@ describe('rule 2: the cleanup window is bounded', bounded, () => {
   test('a forced cancel closes an open window at once', async () => {
     using clock = useTestClock();
     let cut = -1;
-    const t = spawn(async () => {
-      try {
-        await sleep(60_000);
-      } finally {
-        try {
-          await sleep(60_000);
-        } catch {
-          cut = clock.now();
-        }
-      }
-    });
+    const t = spawn(
+      cutCleanup(() => {
+        cut = clock.now();
+      }),
+    );
     await clock.advance(1);
     const first = t.cancel();
     await clock.advance(100);
@@ -423,13 +410,14 @@ describe('rule 3: masks keep their meaning', bounded, () => {
     let ran = 0;
     const body = () => {
       ran++;
+      return 0;
     };
     await cancelScope(async (scope) => {
       // Forced, so every call below is checked against a pending cancellation anew.
       scope.cancel('x', { force: true });
       const calls: [string, () => Promise<unknown>][] = [
-        ['modify', () => m.modify((v) => (body(), [v + 1, v]))],
-        ['modify_', () => m.modify_((v) => (body(), v + 1))],
+        ['modify', () => m.modify((v) => [v + body() + 1, v])],
+        ['modify_', () => m.modify_((v) => v + body() + 1)],
         ['with', () => m.with(body)],
         ['swap', () => m.swap(99)],
         ['compareAndSwap', () => m.compareAndSwap(1, 2)],
