@@ -8,9 +8,10 @@
  *    listener closes unserved).
  * 2. Accepted sockets are paused and half-open capable: no byte is read before a handler asks,
  *    and a peer's FIN does not close our side behind the handler's back.
- * 3. A stale unix socket file (connecting is refused) is replaced; a live one — busy ones
- *    included — or a file that is not a socket is a `ListenError`, never deleted. Of several
- *    `listen` calls racing over one stale file exactly one wins (`listenUnix`, `lockPath`).
+ * 3. A stale unix socket file of ours (connecting is refused) is replaced; a live one — busy
+ *    ones included —, another user's, or a file that is not a socket is a `ListenError`, never
+ *    deleted. Of several
+ *    `listen` calls racing over one stale file exactly one wins (`bindUnixPath`, `lockPath`).
  * 4. Accept errors never crash the process: they are counted and reported with backoff.
  * 5. `close()` resolves once the listening socket and every connection accepted through it are
  *    closed — nothing of it is left in the event loop.
@@ -386,15 +387,88 @@ function lstatOrNull(path: string): Stats | null {
   }
 }
 
-/** Throws unless the file at `path` is a socket that `o` allows to replace if stale. */
-function refuseToReplace(path: string, st: Stats, o: UnixListenOptions): void {
+function uid(): number | null {
+  return typeof process.getuid === 'function' ? process.getuid() : null;
+}
+
+/** Throws unless the file at `path` is a socket of ours that may be replaced if stale. */
+function refuseToReplace(path: string, st: Stats, removeStale: boolean): void {
   if (!st.isSocket()) {
     throw new ListenError(
       `cannot listen on ${path}: the path exists and is not a socket (refusing to delete it)`,
       Object.assign(new Error('EEXIST'), { code: 'EEXIST' }),
     );
   }
-  if (o.removeStale === false) throw inUse(path, 'a socket file is there (removeStale is false)');
+  if (!removeStale) throw inUse(path, 'a socket file is there (removeStale is false)');
+  const me = uid();
+  if (me !== null && st.uid !== me) {
+    throw inUse(
+      path,
+      `a socket file of uid ${st.uid} is there, not ours (refusing to replace it; ` +
+        'remove it yourself if nothing uses it)',
+    );
+  }
+}
+
+/**
+ * @internal binds a unix socket at `path` with `attempt` (which throws a `ListenError`), and
+ * when the path is taken by a stale socket file of ours — connecting is refused — replaces it
+ * under the lock (`lockPath`) and attempts once more. A live socket, a file that is not a
+ * socket, or someone else's socket is a `ListenError`, never deleted. `listen` and the
+ * supervisor (which binds without listening) both bind through here.
+ */
+export async function bindUnixPath<T>(
+  path: string,
+  removeStale: boolean,
+  attempt: () => Promise<T>,
+): Promise<T> {
+  // Bind first: the kernel's bind(2) is the only check that two starting servers cannot both
+  // pass. A stale file is looked at only when the bind failed because of it.
+  try {
+    return await attempt();
+  } catch (e) {
+    if (!(e instanceof ListenError) || e.errno !== 'EADDRINUSE' || path.startsWith('\0')) {
+      throw explainBindError(path, e);
+    }
+  }
+  const found = lstatOrNull(path);
+  if (found !== null) refuseToReplace(path, found, removeStale);
+  // Replacing a stale file takes a lock named after the path: two servers starting at once
+  // both find the file stale, and without the lock the second would unlink the socket the
+  // first has just bound (and both would "succeed").
+  const lock = await lockPath(path);
+  if (lock === null) throw inUse(path, 'another listen() is replacing the stale socket file');
+  try {
+    // Looked at again under the lock: whoever held it before has bound by now, so its socket
+    // is seen live. null: the file went away meanwhile, so there is nothing to replace.
+    const st = lstatOrNull(path);
+    if (st !== null) {
+      refuseToReplace(path, st, removeStale);
+      const state = await probe(path);
+      if (state === 'live') throw inUse(path, 'another process is accepting on it');
+      if (state !== 'stale' && state !== 'gone') {
+        throw inUse(path, `something still listens on it (connecting answered ${state})`);
+      }
+      try {
+        unlinkSync(path);
+      } catch (e) {
+        if (errorCode(e) !== 'ENOENT') {
+          throw new ListenError(`cannot remove stale socket ${path}: ${(e as Error).message}`, e);
+        }
+      }
+    }
+    // Once: if this fails too, a process that does not take the lock got the path first.
+    try {
+      return await attempt();
+    } catch (e) {
+      if (e instanceof ListenError && e.errno === 'EADDRINUSE') {
+        throw inUse(path, 'another process bound it first');
+      }
+      throw explainBindError(path, e);
+    }
+  } finally {
+    await lock.release();
+  }
 }
 
 async function listenUnix(o: UnixListenOptions): Promise<Listener> {
@@ -410,57 +484,12 @@ async function listenUnix(o: UnixListenOptions): Promise<Listener> {
   validBacklog(o.backlog);
   const path = o.path;
   const abstract = path.startsWith('\0');
-  // Bind first: the kernel's bind(2) is the only check that two starting servers cannot both
-  // pass. A stale file is looked at only when the bind failed because of it.
-  let server = newServer();
-  try {
-    await bindPath(server, o, abstract);
-    return new Listener(server, { kind: 'unix', path });
-  } catch (e) {
-    if (!(e instanceof ListenError) || e.errno !== 'EADDRINUSE' || abstract) {
-      throw explainBindError(path, e);
-    }
-  }
-  const found = lstatOrNull(path);
-  if (found !== null) refuseToReplace(path, found, o);
-  // Replacing a stale file takes a lock named after the path: two servers starting at once
-  // both find the file stale, and without the lock the second would unlink the socket the
-  // first has just bound (and both would "succeed").
-  const lock = await lockPath(path);
-  if (lock === null) throw inUse(path, 'another listen() is replacing the stale socket file');
-  try {
-    // Looked at again under the lock: whoever held it before has bound by now, so its socket
-    // is seen live. null: the file went away meanwhile, so there is nothing to replace.
-    const st = lstatOrNull(path);
-    if (st !== null) {
-      refuseToReplace(path, st, o);
-      const state = await probe(path);
-      if (state === 'live') throw inUse(path, 'another process is accepting on it');
-      if (state !== 'stale' && state !== 'gone') {
-        throw inUse(path, `something still listens on it (connecting answered ${state})`);
-      }
-      try {
-        unlinkSync(path);
-      } catch (e) {
-        if (errorCode(e) !== 'ENOENT') {
-          throw new ListenError(`cannot remove stale socket ${path}: ${(e as Error).message}`, e);
-        }
-      }
-    }
-    // Once: if this fails too, a process that does not take the lock got the path first.
-    server = newServer();
-    try {
-      await bindPath(server, o, abstract);
-    } catch (e) {
-      if (e instanceof ListenError && e.errno === 'EADDRINUSE') {
-        throw inUse(path, 'another process bound it first');
-      }
-      throw explainBindError(path, e);
-    }
-    return new Listener(server, { kind: 'unix', path });
-  } finally {
-    await lock.release();
-  }
+  const server = await bindUnixPath(path, o.removeStale !== false, async () => {
+    const s = newServer();
+    await bindPath(s, o, abstract);
+    return s;
+  });
+  return new Listener(server, { kind: 'unix', path });
 }
 
 const localLocks = new Set<string>();

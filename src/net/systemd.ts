@@ -8,8 +8,14 @@
  * 2. Sockets addressed to another process (`LISTEN_PID` set and not ours) are ignored.
  * 3. Descriptors are numbered from 3 (`SD_LISTEN_FDS_START`) in the order the parent passed
  *    them; a name comes from the same position in `LISTEN_FDNAMES` (default `'unknown'`).
- * 4. A malformed environment is a clear `NoInheritedSocketError`, never a silent guess.
+ * 4. A malformed environment is a clear `NoInheritedSocketError`, never a silent guess: a count
+ *    that is not a number or is absurd (more than 65,536), names that do not match it, or a
+ *    descriptor in the range that is not an open socket (the variables were meant for another
+ *    process, and the numbers now belong to this one's own files).
+ * 5. Parsing is bounded: it costs at most one `fstat` per claimed descriptor, and stops at the
+ *    first that is not a socket.
  */
+import { fstatSync } from 'node:fs';
 import { NoInheritedSocketError } from './errors.ts';
 
 /** The first inherited descriptor (`SD_LISTEN_FDS_START`). */
@@ -36,15 +42,41 @@ export interface ListenFdsEnv {
   readonly LISTEN_PID?: string;
 }
 
+/** @internal why `fd` is not an open socket of this process (`'not open'`, `'a pipe'`, …), or null. */
+export function notASocket(fd: number): string | null {
+  try {
+    const st = fstatSync(fd);
+    if (st.isSocket()) return null;
+    const kind = st.isFIFO()
+      ? 'a pipe'
+      : st.isFile()
+        ? 'a file'
+        : st.isDirectory()
+          ? 'a directory'
+          : st.isCharacterDevice()
+            ? 'a character device'
+            : 'not a socket';
+    return kind;
+  } catch {
+    return 'not open';
+  }
+}
+
 /**
- * Parses the `LISTEN_FDS` convention from `env` for the process `pid`, without side effects.
- * Returns `[]` when nothing was handed over or the sockets belong to another process.
+ * Parses the `LISTEN_FDS` convention from `env` for the process `pid`, without side effects,
+ * and checks that every descriptor it names is an open socket of this process (`checkSocket`
+ * answers why one is not, or null; a seam for tests). Returns `[]` when nothing was handed
+ * over or the sockets belong to another process.
  * **Cancellation**: synchronous; not a checkpoint.
  * @example
  * parseListenFds({ LISTEN_FDS: '2', LISTEN_FDNAMES: 'http:admin' }, process.pid);
- * // [{ fd: 3, name: 'http' }, { fd: 4, name: 'admin' }]
+ * // [{ fd: 3, name: 'http' }, { fd: 4, name: 'admin' }] when fds 3 and 4 are sockets
  */
-export function parseListenFds(env: ListenFdsEnv, pid: number): InheritedSocket[] {
+export function parseListenFds(
+  env: ListenFdsEnv,
+  pid: number,
+  checkSocket: (fd: number) => string | null = notASocket,
+): InheritedSocket[] {
   const count = env.LISTEN_FDS;
   if (count === undefined || count === '') return [];
   if (env.LISTEN_PID !== undefined && env.LISTEN_PID !== '') {
@@ -73,7 +105,15 @@ export function parseListenFds(env: ListenFdsEnv, pid: number): InheritedSocket[
   }
   const out: InheritedSocket[] = [];
   for (let i = 0; i < n; i++) {
-    out.push({ fd: LISTEN_FDS_START + i, name: names[i] || 'unknown' });
+    const fd = LISTEN_FDS_START + i;
+    const why = checkSocket(fd);
+    if (why !== null) {
+      throw new NoInheritedSocketError(
+        `LISTEN_FDS says ${n} socket(s) from fd ${LISTEN_FDS_START}, but fd ${fd} is ${why}: ` +
+          'the variables were not meant for this process (unset LISTEN_FDS, or fix what sets it)',
+      );
+    }
+    out.push({ fd, name: names[i] || 'unknown' });
   }
   return out;
 }

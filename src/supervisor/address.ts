@@ -30,8 +30,8 @@ export interface ListenSpec {
 
 const NAME = /^[A-Za-z0-9_.-]{1,255}$/;
 const FORMS = 'expected PORT, HOST:PORT, [IPV6]:PORT or unix:/PATH, optionally prefixed by NAME=';
-// sun_path is 108 bytes on Linux, including the terminating NUL.
-const MAX_UNIX_PATH = 107;
+/** @internal the longest unix socket path (`sun_path` is 108 bytes on Linux, with the NUL). */
+export const MAX_UNIX_PATH = 107;
 
 /**
  * Parses one `--listen` value.

@@ -1,24 +1,34 @@
 /**
- * The control channel: a unix socket that `quiesce reload | status | stop` talk to.
+ * The control channel: a unix socket that `quiesce reload | status | stop` talk to, served by
+ * quiesce/net (`listen` with the stale-socket lock, `serve`, bounded `readLine`).
  *
  * Guarantees:
- * 1. Only the owner can connect: the socket is created with mode 0600 (the umask is tightened
- *    around bind, so there is no window with looser permissions) and the default location is a
- *    0700 directory owned by the user, which is refused if someone else owns it or it is open
- *    to others.
+ * 1. Only the owner can connect: the socket is created with mode 0600 (net narrows the umask
+ *    around bind) and the default location is a 0700 directory owned by the user, which is
+ *    refused if someone else owns it or it is open to others (runtime-dir.ts).
  * 2. One live supervisor per socket path: a path another supervisor answers on is an error; a
- *    dead supervisor's leftover socket is replaced.
- * 3. Protocol: one JSON request line per connection, answered by one JSON line. The answer to
- *    `stop` comes at once; the connection then stays open until the supervisor has stopped, so
- *    a client can wait for that.
+ *    dead supervisor's leftover socket of ours is replaced; another user's is never touched.
+ * 3. Protocol: one JSON request line per connection, answered by one JSON line. Anything else
+ *    — `null`, garbage, an unknown op, a line past `MAX_REQUEST_BYTES`, no line within
+ *    `REQUEST_TIMEOUT_MS` — gets an error reply with a stable code, and never reaches the
+ *    supervisor. The answer to `stop` comes at once; the connection then stays open until the
+ *    supervisor has stopped, so a client can wait for that.
+ * 4. Idle connections cannot lock the owner out: at most `MAX_WAITING` connections wait for
+ *    their request line — a new one closes the longest-waiting (after an error reply) — and
+ *    at most `MAX_BUSY` requests run at once (the rest are answered "busy" at once).
+ * 5. A client trusts an answer only from a socket owned by its user, in a directory no one
+ *    else can write (`controlRequest`, runtime-dir.ts).
  */
-import { chmodSync, lstatSync, mkdirSync, unlinkSync } from 'node:fs';
+import { lstatSync, unlinkSync } from 'node:fs';
 import * as net from 'node:net';
-import { tmpdir } from 'node:os';
-import { dirname, join } from 'node:path';
-import { adopt } from '../core/index.ts';
+import { dirname } from 'node:path';
+import { adopt, cancelScope, isCancellation, type ScopeHandle, TaskGroup } from '../core/index.ts';
+import { ListenError, type Connection, listen, serve } from '../net/index.ts';
+import { Event } from '../sync/event.ts';
 import { ControlSocketError } from './errors.ts';
-import { isStaleSocket, socketDirProblem } from './listeners.ts';
+import { ensurePrivateDir, trustProblem } from './runtime-dir.ts';
+
+export { defaultControlPath } from './runtime-dir.ts';
 
 /** A request on the control socket. */
 export interface ControlRequest {
@@ -30,60 +40,57 @@ export type ControlResponse =
   | ({ ok: true } & Record<string, unknown>)
   | { ok: false; error: { code: string; message: string } };
 
-const NAME = /^[A-Za-z0-9_.-]{1,64}$/;
+/** The longest request line accepted. */
+export const MAX_REQUEST_BYTES = 4096;
+/** How long a connection may take to send its request line. */
+export const REQUEST_TIMEOUT_MS = 3000;
+/** Connections waiting for their request line at once. */
+export const MAX_WAITING = 16;
+/** Requests being answered at once (reloads wait for a generation). */
+export const MAX_BUSY = 64;
 
-function uid(): number {
-  return typeof process.getuid === 'function' ? process.getuid() : 0;
+const OPS: ReadonlySet<string> = new Set(['status', 'reload', 'stop']);
+
+function fail(code: string, message: string): ControlResponse {
+  return { ok: false, error: { code, message } };
 }
 
-/**
- * The control socket path for supervisor `name`: `$XDG_RUNTIME_DIR/quiesce/<name>.sock`, or
- * `<tmpdir>/quiesce-<uid>/<name>.sock` when there is no runtime directory.
- * **Cancellation**: synchronous; not a checkpoint.
- * @example
- * defaultControlPath('api', process.env); // '/run/user/1000/quiesce/api.sock'
- */
-export function defaultControlPath(name: string, env: NodeJS.ProcessEnv): string {
-  if (!NAME.test(name)) {
-    throw new ControlSocketError(`bad supervisor name "${name}": use letters, digits, . _ -`);
-  }
-  const base = env.XDG_RUNTIME_DIR
-    ? join(env.XDG_RUNTIME_DIR, 'quiesce')
-    : join(tmpdir(), `quiesce-${uid()}`);
-  return join(base, `${name}.sock`);
-}
-
-/** Creates the private directory of a default control path, or checks an existing one. */
-function privateDir(dir: string): void {
+/** The request in `line`, or the error reply it deserves. */
+function parseRequest(line: string): ControlRequest | ControlResponse {
+  let v: unknown;
   try {
-    mkdirSync(dir, { recursive: true, mode: 0o700 });
-  } catch (e) {
-    throw new ControlSocketError(`cannot create ${dir}: ${(e as Error).message}`);
+    v = JSON.parse(line);
+  } catch {
+    return fail('ERR_CONTROL_PROTOCOL', 'request is not JSON');
   }
-  const st = lstatSync(dir);
-  if (!st.isDirectory()) throw new ControlSocketError(`${dir} is not a directory`);
-  if (st.uid !== uid()) {
-    throw new ControlSocketError(`${dir} belongs to uid ${st.uid}, not to you: refusing to use it`);
+  const op = (v as { op?: unknown } | null)?.op;
+  if (typeof v !== 'object' || v === null || Array.isArray(v)) {
+    return fail('ERR_CONTROL_PROTOCOL', 'request must be a JSON object such as {"op":"status"}');
   }
-  if ((st.mode & 0o077) !== 0) {
-    throw new ControlSocketError(
-      `${dir} is accessible to other users (mode ${(st.mode & 0o777).toString(8)}): chmod 700 it`,
-    );
+  if (typeof op !== 'string' || !OPS.has(op)) {
+    return fail('ERR_CONTROL_PROTOCOL', `unknown op ${JSON.stringify(op) ?? 'undefined'}`);
   }
+  return { op: op as ControlRequest['op'] };
 }
 
-type Handler = (req: ControlRequest, conn: net.Socket) => Promise<ControlResponse>;
+type Handler = (req: ControlRequest) => Promise<ControlResponse>;
 
 /** The listening side of the control channel, owned by the supervisor. */
 export class ControlServer {
   readonly path: string;
-  readonly #server: net.Server;
-  readonly #conns = new Set<net.Socket>();
-  #closed = false;
+  readonly #group: TaskGroup;
+  readonly #handler: Handler;
+  /** Connections waiting for their request line, oldest first. */
+  readonly #waiting = new Set<ScopeHandle>();
+  #busy = 0;
+  /** Set when the supervisor has stopped: `stop` connections are then closed. */
+  readonly #stopped = new Event();
+  #closing: Promise<void> | null = null;
 
-  private constructor(path: string, server: net.Server) {
+  private constructor(path: string, group: TaskGroup, handler: Handler) {
     this.path = path;
-    this.#server = server;
+    this.#group = group;
+    this.#handler = handler;
   }
 
   /**
@@ -96,105 +103,130 @@ export class ControlServer {
     privateParent: boolean,
     handler: Handler,
   ): Promise<ControlServer> {
-    if (privateParent) privateDir(dirname(path));
-    else {
-      const problem = socketDirProblem(path);
-      if (problem) {
-        throw new ControlSocketError(`cannot open control socket ${path}: ${problem.why}`);
-      }
-    }
-    let exists = false;
+    if (privateParent) ensurePrivateDir(dirname(path), 'runtime directory');
+    let listener: Awaited<ReturnType<typeof listen>>;
     try {
-      exists = lstatSync(path) !== undefined;
-    } catch {}
-    if (exists) {
-      if (!(await isStaleSocket(path))) {
+      listener = await listen({ path, mode: 0o600 });
+    } catch (e) {
+      if (!(e instanceof ListenError)) throw e;
+      if (e.errno === 'EADDRINUSE' && /accepting on it|bound it first/.test(e.message)) {
         throw new ControlSocketError(
-          `${path} is in use (another supervisor answers there, or it is not a socket): ` +
+          `${path} is in use (another supervisor answers there): ` +
             'pass --name or --control to run another one',
         );
       }
-      unlinkSync(path);
+      throw new ControlSocketError(
+        `cannot open control socket ${e.message.replace(/^cannot listen on /, '')}`,
+      );
     }
-    const server = net.createServer();
-    const cs = new ControlServer(path, server);
-    server.on('connection', (c) => cs.#serve(c, handler));
-    // Tighten the umask only around bind: the socket is born 0600, never looser.
-    const old = process.umask(0o177);
-    try {
-      server.listen(path);
-    } finally {
-      process.umask(old);
-    }
-    await adopt(
-      new Promise<void>((resolve, reject) => {
-        server.once('listening', resolve);
-        server.once('error', (e: NodeJS.ErrnoException) => {
-          const why =
-            e.code === 'EACCES'
-              ? `permission denied (you cannot create files in ${dirname(path)})`
-              : e.message;
-          reject(new ControlSocketError(`cannot open control socket ${path}: ${why}`));
-        });
-      }),
+    const group = new TaskGroup({ name: 'control', policy: 'supervise', onError: () => {} });
+    const cs = new ControlServer(path, group, handler);
+    group.spawn(
+      () =>
+        serve(listener, (conn) => cs.#serve(conn), {
+          name: 'control',
+          idleTimeoutMs: REQUEST_TIMEOUT_MS,
+          drainTimeoutMs: 1000,
+          onError: () => {},
+        }).wait(),
+      { name: 'control server' },
     );
-    chmodSync(path, 0o600);
     return cs;
   }
 
-  #serve(c: net.Socket, handler: Handler): void {
-    if (this.#closed) {
-      c.destroy();
+  async #serve(conn: Connection): Promise<void> {
+    const reply = (r: ControlResponse) => conn.write(`${JSON.stringify(r)}\n`);
+    if (this.#busy >= MAX_BUSY) {
+      await reply(fail('ERR_CONTROL_BUSY', `${MAX_BUSY} requests are running: try again`));
       return;
     }
-    this.#conns.add(c);
-    c.on('close', () => this.#conns.delete(c));
-    c.on('error', () => {});
-    c.setEncoding('utf8');
-    let buf = '';
-    const onData = (d: string) => {
-      buf += d;
-      const i = buf.indexOf('\n');
-      if (i < 0) {
-        if (buf.length > 4096) c.destroy();
+    this.#busy++;
+    try {
+      const line = await this.#readRequest(conn);
+      if (typeof line !== 'string') {
+        await reply(line);
         return;
       }
-      c.off('data', onData);
-      let req: ControlRequest;
+      const req = parseRequest(line);
+      if ('ok' in req) {
+        await reply(req);
+        return;
+      }
+      let res: ControlResponse;
       try {
-        req = JSON.parse(buf.slice(0, i));
-      } catch {
-        c.end(`${JSON.stringify(fail('ERR_CONTROL_PROTOCOL', 'request is not JSON'))}\n`);
-        return;
+        res = await this.#handler(req);
+      } catch (e) {
+        if (isCancellation(e)) throw e;
+        res = fail('ERR_INTERNAL', (e as Error)?.message ?? String(e));
       }
-      handler(req, c).then(
-        (res) => {
-          if (c.destroyed) return;
-          if (req.op === 'stop' && res.ok) c.write(`${JSON.stringify(res)}\n`);
-          else c.end(`${JSON.stringify(res)}\n`);
-        },
-        (e: Error) => {
-          if (!c.destroyed) c.end(`${JSON.stringify(fail('ERR_INTERNAL', e.message))}\n`);
-        },
-      );
-    };
-    c.on('data', onData);
+      await reply(res);
+      if (req.op === 'stop' && res.ok) await this.#stopped.wait();
+    } finally {
+      this.#busy--;
+    }
   }
 
-  /** Stops answering, ends every open connection and removes the socket file. */
-  close(): void {
-    if (this.#closed) return;
-    this.#closed = true;
-    this.#server.close();
-    for (const c of this.#conns) c.end();
+  /** The request line, or the error reply for a connection that sent none. */
+  async #readRequest(conn: Connection): Promise<string | ControlResponse> {
+    if (this.#waiting.size >= MAX_WAITING) {
+      const oldest = this.#waiting.values().next().value;
+      if (oldest) {
+        this.#waiting.delete(oldest);
+        oldest.cancel('evicted');
+      }
+    }
+    let scope: ScopeHandle | null = null;
+    try {
+      const r = await cancelScope(async (s) => {
+        scope = s;
+        this.#waiting.add(s);
+        return conn.readLine({ maxBytes: MAX_REQUEST_BYTES });
+      });
+      if (r.cancelledCaught) {
+        return fail(
+          'ERR_CONTROL_BUSY',
+          `more than ${MAX_WAITING} connections waited for their request: closed the oldest`,
+        );
+      }
+      if (r.value === null || r.value === undefined) {
+        return fail('ERR_CONTROL_PROTOCOL', 'the connection ended before a request line');
+      }
+      return r.value;
+    } catch (e) {
+      if (isCancellation(e)) throw e;
+      const code = (e as { code?: string }).code;
+      if (code === 'ERR_LINE_TOO_LONG') {
+        return fail('ERR_CONTROL_PROTOCOL', `request line longer than ${MAX_REQUEST_BYTES} bytes`);
+      }
+      if (code === 'ERR_IDLE_TIMEOUT') {
+        return fail('ERR_CONTROL_PROTOCOL', `no request line within ${REQUEST_TIMEOUT_MS} ms`);
+      }
+      throw e; // the peer is gone: nothing to answer
+    } finally {
+      if (scope) this.#waiting.delete(scope);
+    }
+  }
+
+  /**
+   * Removes the socket file at once, synchronously (a forced exit: no time to close
+   * connections; the process is about to end, which closes them).
+   */
+  removeFile(): void {
     try {
       if (lstatSync(this.path).isSocket()) unlinkSync(this.path);
     } catch {}
   }
-}
 
-function fail(code: string, message: string): ControlResponse {
-  return { ok: false, error: { code, message } };
+  /**
+   * Stops answering, closes every open connection (gracefully, within a second) and removes
+   * the socket file. Idempotent.
+   * **Cancellation**: not a checkpoint.
+   */
+  close(): Promise<void> {
+    this.#stopped.set();
+    this.#closing ??= this.#group.cancel('control channel closing');
+    return this.#closing;
+  }
 }
 
 /** Options for `controlRequest`. */
@@ -205,7 +237,8 @@ export interface ControlRequestOptions {
 
 /**
  * Sends one request to the supervisor at `path` and returns its answer. Throws
- * `ControlSocketError` when no supervisor answers there.
+ * `ControlSocketError` when no supervisor answers there, or when the socket or its directory
+ * belongs to someone else (an answer from there cannot be trusted).
  * **Cancellation**: a checkpoint while waiting for the answer (the request, once sent, stands).
  * @example
  * const res = await controlRequest('/run/user/1000/quiesce/default.sock', { op: 'status' });
@@ -215,6 +248,8 @@ export async function controlRequest(
   req: ControlRequest,
   options?: ControlRequestOptions,
 ): Promise<ControlResponse> {
+  const distrust = trustProblem(path);
+  if (distrust) throw new ControlSocketError(distrust);
   return adopt(
     new Promise<ControlResponse>((resolve, reject) => {
       const c = net.connect(path);

@@ -1,6 +1,7 @@
 /**
  * The errors of the supervisor part. Every one is a user-facing condition with a stable `code`
  * (listed in docs/supervisor.md), so the CLI prints its message and never a stack trace.
+ * Binding failures are quiesce/net's one `ListenError` (re-exported by index.ts).
  */
 import { QuiesceError } from '../core/index.ts';
 
@@ -8,16 +9,6 @@ import { QuiesceError } from '../core/index.ts';
 export class ListenAddressError extends QuiesceError {
   constructor(message: string) {
     super('ERR_LISTEN_ADDRESS', message);
-  }
-}
-
-/** Binding or listening failed (address in use, permission denied, no such address). */
-export class ListenError extends QuiesceError {
-  /** The system error name, e.g. `'EADDRINUSE'`. */
-  readonly errno: string;
-  constructor(address: string, errno: string, hint: string) {
-    super('ERR_LISTEN', `cannot listen on ${address}: ${hint} (${errno})`);
-    this.errno = errno;
   }
 }
 

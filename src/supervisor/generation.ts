@@ -29,6 +29,7 @@ import { CrashLoopError, ReloadError, WorkerNotReadyError } from './errors.ts';
 import type { Listener } from './listeners.ts';
 import { readyHint, type Settings } from './options.ts';
 import type { GenerationState, ReloadResult } from './status.ts';
+import type { Watchdog } from './watchdog.ts';
 import { describeExit, WorkerProcess } from './worker.ts';
 
 const BACKOFF_BASE_MS = 100;
@@ -82,6 +83,8 @@ export interface LifecycleHost {
   /** The resolved worker program. */
   readonly command: string;
   readonly compileCache: string | undefined;
+  /** Told every worker's process group, so the groups drain if this process dies. */
+  readonly watchdog: Watchdog | null;
   /** True once `stop` began: no restart, no exit handling. */
   stopping(): boolean;
   /** No worker of the serving generation is left after a crash loop. */
@@ -211,7 +214,10 @@ export class Generations {
       nodePreload: o.nodePreload,
       compileCache: h.compileCache,
       notReadyHint: readyHint(o, 'exited'),
+      drainSignal: o.drainSignal,
+      drainTimeoutMs: o.drainTimeoutMs,
     });
+    if (proc.pid !== undefined) h.watchdog?.add(proc.pid);
     const m: Member = {
       proc,
       gen,
@@ -239,6 +245,7 @@ export class Generations {
       });
     } finally {
       if (!m.proc.exit) await this.#drain(m);
+      if (m.proc.exit && m.proc.pid !== undefined) this.#host.watchdog?.remove(m.proc.pid);
       this.live.delete(m);
       m.gen.members.delete(m);
       if (m.gen.members.size === 0 && m.gen !== this.current) this.all.delete(m.gen);

@@ -36,11 +36,11 @@ export {
   ControlSocketError,
   CrashLoopError,
   ListenAddressError,
-  ListenError,
   ReloadError,
   SupervisorStoppingError,
   WorkerNotReadyError,
 } from './errors.ts';
+export { ListenError } from '../net/errors.ts';
 export type { Listener } from './listeners.ts';
 export {
   notifyReady,

@@ -11,17 +11,22 @@
  *    no instant at which the port is closed, so no client is ever refused across a reload.
  * 3. Sockets passed by systemd (`LISTEN_FDS` addressed to this process) are used as they are,
  *    in order, with their `LISTEN_FDNAMES`; the variables are then removed from the
- *    environment so they are not mistaken for the workers' own.
+ *    environment so they are not mistaken for the workers' own. They are parsed by net's one
+ *    bounded parser, which also checks that each descriptor is a socket.
  * 4. A failure leaves nothing bound: what was bound before it is closed again.
+ * 5. A unix path is bound through net's `bindUnixPath`: a stale socket file of ours is replaced
+ *    under the lock, anything else is refused. An address in use names who holds it.
  */
 import { spawn } from 'node:child_process';
-import { lstatSync, statSync, unlinkSync } from 'node:fs';
+import { lstatSync, unlinkSync } from 'node:fs';
 import * as net from 'node:net';
-import { dirname } from 'node:path';
 import { getSystemErrorName } from 'node:util';
 import { adopt } from '../core/index.ts';
+import { ListenError } from '../net/errors.ts';
+import { bindUnixPath } from '../net/listener.ts';
+import { parseListenFds } from '../net/systemd.ts';
 import { formatAddress, type ListenSpec } from './address.ts';
-import { ListenError } from './errors.ts';
+import { describeHolders } from './port-holders.ts';
 
 /** A listening socket owned by the supervisor and handed to every worker. */
 export interface Listener {
@@ -126,46 +131,40 @@ const UNIX_HINTS: Record<string, string> = {
   EROFS: 'the file system is read-only',
 };
 
-function listenError(address: string, errno: number | string, unix = false): ListenError {
-  const name = typeof errno === 'number' ? getSystemErrorName(errno) : errno;
-  const hint = (unix ? UNIX_HINTS[name] : undefined) ?? HINTS[name];
-  return new ListenError(address, name, hint ?? 'the system refused it');
+/** @internal a `ListenError` for `address`, with the errno and the hint that explains it. */
+export function listenError(address: string, errno: string, hint: string): ListenError {
+  return new ListenError(
+    `cannot listen on ${address}: ${hint} (${errno})`,
+    Object.assign(new Error(errno), { code: errno }),
+  );
 }
 
-/**
- * @internal Why a unix socket cannot be created at `path` because of its directory, or null.
- * Checked before binding: bind(2) reports a missing directory as ENOENT or, on some systems,
- * EACCES, which would send the user looking for a permission problem.
- */
-export function socketDirProblem(path: string): { errno: string; why: string } | null {
-  const dir = dirname(path);
-  let st: ReturnType<typeof statSync>;
-  try {
-    st = statSync(dir);
-  } catch (e) {
-    const code = (e as NodeJS.ErrnoException).code;
-    if (code === 'ENOENT') return { errno: 'ENOENT', why: `the directory ${dir} does not exist` };
-    if (code === 'ENOTDIR') {
-      return { errno: 'ENOTDIR', why: `a component of ${dir} is not a directory` };
-    }
-    return null; // EACCES and the like: bind(2) says it better
-  }
-  if (!st.isDirectory()) return { errno: 'ENOTDIR', why: `${dir} is not a directory` };
-  return null;
+function bindError(address: string, errno: number | string, holders = ''): ListenError {
+  const name = typeof errno === 'number' ? getSystemErrorName(errno) : errno;
+  if (holders !== '') return listenError(address, name, `address already in use${holders}`);
+  return listenError(address, name, HINTS[name] ?? 'the system refused it');
 }
 
 function bindTcp(spec: ListenSpec & { address: { kind: 'tcp' } }): OwnedListener {
   const { host, port } = spec.address;
   const type = host === null ? null : net.isIPv6(host) ? 6 : 4;
   const h = createServerHandle(host, port, type);
-  if (typeof h === 'number') throw listenError(formatAddress(spec.address), h);
+  if (typeof h === 'number') {
+    const name = getSystemErrorName(h);
+    const held = name === 'EADDRINUSE' ? describeHolders({ kind: 'tcp', port }) : '';
+    throw bindError(formatAddress(spec.address), h, held);
+  }
   const out: Record<string, unknown> = {};
   h.getsockname?.(out);
   // libuv keeps EADDRINUSE from bind(2) for listen() to report: the handle comes back, but
   // unbound (port 0). listen(2) on it would quietly pick a random port, so refuse it here.
   if (typeof out.port !== 'number' || out.port === 0) {
     h.close();
-    throw listenError(formatAddress(spec.address), 'EADDRINUSE');
+    throw bindError(
+      formatAddress(spec.address),
+      'EADDRINUSE',
+      describeHolders({ kind: 'tcp', port }),
+    );
   }
   const bound = out.port;
   const shown =
@@ -178,49 +177,23 @@ function bindTcp(spec: ListenSpec & { address: { kind: 'tcp' } }): OwnedListener
 async function bindUnix(spec: ListenSpec & { address: { kind: 'unix' } }): Promise<OwnedListener> {
   const { path } = spec.address;
   const shown = formatAddress(spec.address);
-  const dirProblem = socketDirProblem(path);
-  if (dirProblem) throw new ListenError(shown, dirProblem.errno, dirProblem.why);
-  for (let attempt = 0; ; attempt++) {
-    const h = createServerHandle(path, -1, -1);
-    if (typeof h !== 'number') return new OwnedListener(spec.name, shown, 'bound', h, h.fd, path);
-    const name = getSystemErrorName(h);
-    // A socket file left behind by a dead server refuses connections: it is safe to replace.
-    if (name === 'EADDRINUSE' && attempt === 0 && (await isStaleSocket(path))) {
-      try {
-        unlinkSync(path);
-      } catch {}
-      continue;
-    }
-    if (name === 'EADDRINUSE') {
-      let isSocket = false;
-      try {
-        isSocket = lstatSync(path).isSocket();
-      } catch {}
-      if (!isSocket) {
-        throw new ListenError(shown, name, 'the path exists and is not a socket');
-      }
-    }
-    throw listenError(shown, h, true);
-  }
-}
-
-/** @internal true when `path` is a unix socket nobody accepts on. */
-export async function isStaleSocket(path: string): Promise<boolean> {
   try {
-    if (!lstatSync(path).isSocket()) return false;
-  } catch {
-    return false;
+    return await bindUnixPath(path, true, async () => {
+      const h = createServerHandle(path, -1, -1);
+      if (typeof h !== 'number') return new OwnedListener(spec.name, shown, 'bound', h, h.fd, path);
+      const name = getSystemErrorName(h);
+      throw listenError(shown, name, UNIX_HINTS[name] ?? HINTS[name] ?? 'the system refused it');
+    });
+  } catch (e) {
+    if (!(e instanceof ListenError)) throw e;
+    // net says why in its words; shown as the address was given, with the errno, and for an
+    // address in use with who holds it.
+    const prefix = `cannot listen on ${path}: `;
+    if (!e.message.startsWith(prefix)) throw e;
+    const why = e.message.slice(prefix.length).replace(/ \([A-Z]+\)$/, '');
+    const held = e.errno === 'EADDRINUSE' ? describeHolders({ kind: 'unix', path }) : '';
+    throw listenError(shown, e.errno ?? 'EINVAL', `${why}${held}`);
   }
-  return adopt(
-    new Promise<boolean>((resolve) => {
-      const s = net.connect(path);
-      s.once('connect', () => {
-        s.destroy();
-        resolve(false);
-      });
-      s.once('error', (e: NodeJS.ErrnoException) => resolve(e.code === 'ECONNREFUSED'));
-    }),
-  );
 }
 
 // Runs listen(2) on each descriptor passed as fd 3, 4, … and exits within the same turn, before
@@ -255,26 +228,8 @@ async function startListening(owned: OwnedListener[], backlog: number): Promise<
   );
   if (code === 0) return;
   const failed = typeof code === 'number' && code >= 10 ? owned[code - 10] : undefined;
-  if (failed) throw new ListenError(failed.address, 'EINVAL', 'listen(2) failed');
-  throw new ListenError(
-    owned.map((l) => l.address).join(', '),
-    'EHELPER',
-    `listen helper: ${code}`,
-  );
-}
-
-/** What the supervisor inherited from systemd socket activation, if it was addressed to it. */
-export function systemdListenFds(
-  env: NodeJS.ProcessEnv,
-  pid: number,
-): { fd: number; name: string }[] {
-  const n = env.LISTEN_FDS;
-  if (n === undefined || !/^\d+$/.test(n) || Number(n) === 0) return [];
-  if (env.LISTEN_PID !== undefined && env.LISTEN_PID !== String(pid)) return [];
-  const names = env.LISTEN_FDNAMES ? env.LISTEN_FDNAMES.split(':') : [];
-  const out: { fd: number; name: string }[] = [];
-  for (let i = 0; i < Number(n); i++) out.push({ fd: 3 + i, name: names[i] || 'unknown' });
-  return out;
+  if (failed) throw listenError(failed.address, 'EINVAL', 'listen(2) failed');
+  throw listenError(owned.map((l) => l.address).join(', '), 'EHELPER', `listen helper: ${code}`);
 }
 
 function describeInherited(fd: number): { handle: RawHandle | null; address: string } {
@@ -323,7 +278,7 @@ export async function bindListeners(
   const fresh: OwnedListener[] = [];
   try {
     if (options?.systemd !== false) {
-      for (const { fd, name } of systemdListenFds(env, process.pid)) {
+      for (const { fd, name } of parseListenFds(env, process.pid)) {
         const { handle, address } = describeInherited(fd);
         owned.push(new OwnedListener(name, address, 'systemd', handle, fd, null));
       }

@@ -9,7 +9,7 @@
  */
 import { constants as osConstants } from 'node:os';
 import { ArgumentError } from '../core/index.ts';
-import { checkDistinct, type ListenSpec, parseListenSpec } from './address.ts';
+import { checkDistinct, type ListenSpec, MAX_UNIX_PATH, parseListenSpec } from './address.ts';
 import { defaultControlPath } from './control.ts';
 
 /** Options of a supervisor. Durations are in milliseconds; defaults in `supervisorDefaults`. */
@@ -157,6 +157,12 @@ export function normalize(o: SupervisorOptions): Settings {
   const name = o.name ?? d.name;
   const control = o.control === false ? false : (o.control ?? defaultControlPath(name, env));
   if (control === '') throw new ArgumentError('control must be a path or false, not ""');
+  if (control !== false && Buffer.byteLength(control) > MAX_UNIX_PATH) {
+    throw new ArgumentError(
+      `control: the socket path ${control} is ${Buffer.byteLength(control)} bytes, more than ` +
+        `the ${MAX_UNIX_PATH} a unix socket allows (pick a shorter path)`,
+    );
+  }
   if (o.compileCache === '') throw new ArgumentError('compileCache must be a path or false');
   return {
     command: o.command,

@@ -17,26 +17,25 @@
  * 4. `stop` drains every worker at once, then closes the sockets and the control channel. If
  *    the process exits without `stop` (a forced exit, e.g. a second SIGINT), every live
  *    worker's process group gets SIGKILL, the control socket file and unix listener files are
- *    removed, and the log says so.
+ *    removed, and the log says so. If it is killed outright (SIGKILL, the OOM killer), the
+ *    watchdog drains the workers' groups (watchdog.ts).
  */
 import { readFileSync } from 'node:fs';
-import { dirname, join } from 'node:path';
+import { join } from 'node:path';
 import { isCancellation, now, type Result, rethrowCancellation, TaskGroup } from '../core/index.ts';
 import { pollCancel } from '../core/internal.ts';
 import { Event } from '../sync/event.ts';
 import { resolveCommand } from './command.ts';
-import {
-  ControlServer,
-  type ControlRequest,
-  type ControlResponse,
-  defaultControlPath,
-} from './control.ts';
+import { parseListenFds } from '../net/systemd.ts';
+import { ControlServer, type ControlRequest, type ControlResponse } from './control.ts';
 import { type CrashLoopError, ReloadError, SupervisorStoppingError } from './errors.ts';
 import { closeLeakedFds } from './fds.ts';
 import { Generations } from './generation.ts';
-import { bindListeners, type Listener, type ListenerSet, systemdListenFds } from './listeners.ts';
+import { bindListeners, type Listener, type ListenerSet } from './listeners.ts';
 import { notifySystemd } from './notify.ts';
 import { normalize, type Settings, type SupervisorOptions } from './options.ts';
+import { ensurePrivateDir, runtimeDir } from './runtime-dir.ts';
+import { Watchdog } from './watchdog.ts';
 import { generationStatus, type ReloadResult, type SupervisorStatus } from './status.ts';
 
 /** A reload request: everyone waiting for it gets the one outcome. */
@@ -73,6 +72,7 @@ export class Supervisor implements AsyncDisposable {
   readonly #o: Settings;
   #group: TaskGroup | null = null;
   #gens: Generations | null = null;
+  #watchdog: Watchdog | null = null;
   #listeners: ListenerSet | null = null;
   #control: ControlServer | null = null;
   #command = '';
@@ -89,7 +89,7 @@ export class Supervisor implements AsyncDisposable {
   // worker is left behind and no socket file either. Everything here is synchronous.
   readonly #exitHook = () => {
     const killed = this.#gens?.killAll() ?? 0;
-    this.#control?.close();
+    this.#control?.removeFile();
     this.#listeners?.close();
     this.#o.log(
       `exiting at once, without draining: sent SIGKILL to ${killed} worker(s)` +
@@ -131,7 +131,7 @@ export class Supervisor implements AsyncDisposable {
     const o = this.#o;
     if (o.closeLeakedFds) {
       const keep = new Set<number>();
-      if (o.systemd) for (const { fd } of systemdListenFds(o.env, process.pid)) keep.add(fd);
+      if (o.systemd) for (const { fd } of parseListenFds(o.env, process.pid)) keep.add(fd);
       if (process.env.NODE_CHANNEL_FD) keep.add(Number(process.env.NODE_CHANNEL_FD));
       const closed = closeLeakedFds(keep);
       if (closed.length > 0) {
@@ -156,6 +156,9 @@ export class Supervisor implements AsyncDisposable {
     });
     this.#group = group;
     process.on('exit', this.#exitHook);
+    this.#watchdog = Watchdog.start(o.drainSignal, o.drainTimeoutMs);
+    if (!this.#watchdog)
+      o.log('warning: no watchdog (/bin/sh): workers outlive a killed supervisor');
     // The control socket first: a second supervisor on the same path is refused before it
     // binds (and so takes away) anyone's ports.
     if (o.control !== false) {
@@ -174,10 +177,8 @@ export class Supervisor implements AsyncDisposable {
       group,
       listeners,
       command: this.#command,
-      compileCache:
-        o.compileCache === false
-          ? undefined
-          : (o.compileCache ?? join(dirname(defaultControlPath(o.name, o.env)), 'compile-cache')),
+      compileCache: this.#compileCacheDir(),
+      watchdog: this.#watchdog,
       stopping: () => this.#stopping !== null,
       onCrashLoop: (e) => this.#fail(e),
     });
@@ -185,6 +186,32 @@ export class Supervisor implements AsyncDisposable {
     if (this.#stopping) return; // stopped during start-up: the stop owns the state
     this.#state = 'running';
     this.#notifySystemd(['--ready', `--status=serving generation ${this.#gens.current?.id}`]);
+  }
+
+  /**
+   * The workers' `NODE_COMPILE_CACHE`: the option's path; else a directory we created (0700)
+   * and checked — `compile-cache` in the private runtime directory, or beside an explicit
+   * control socket (`<control>.compile-cache`) — so no other user's files feed our workers'
+   * code cache. A directory that fails the check is not used (the log says why).
+   */
+  #compileCacheDir(): string | undefined {
+    const o = this.#o;
+    if (o.compileCache !== null) return o.compileCache || undefined;
+    try {
+      if (o.control !== false && !o.privateControlDir) {
+        const dir = `${o.control}.compile-cache`;
+        ensurePrivateDir(dir, 'compile cache directory');
+        return dir;
+      }
+      const base = runtimeDir(o.env);
+      ensurePrivateDir(base, 'runtime directory');
+      const dir = join(base, 'compile-cache');
+      ensurePrivateDir(dir, 'compile cache directory');
+      return dir;
+    } catch (e) {
+      o.log(`workers run without a compile cache: ${(e as Error).message}`);
+      return undefined;
+    }
   }
 
   /** The sockets workers get, in fd order (3, 4, …). */
@@ -282,7 +309,7 @@ export class Supervisor implements AsyncDisposable {
         error: { code: err.code ?? 'ERR_INTERNAL', message: String(err.message) },
       };
     };
-    switch (req?.op) {
+    switch (req.op) {
       case 'status':
         return { ok: true, status: this.status() };
       case 'reload':
@@ -294,8 +321,6 @@ export class Supervisor implements AsyncDisposable {
       case 'stop':
         void this.stop();
         return { ok: true, stopping: true };
-      default:
-        return fail({ code: 'ERR_CONTROL_PROTOCOL', message: `unknown op ${String(req?.op)}` });
     }
   }
 
@@ -370,8 +395,9 @@ export class Supervisor implements AsyncDisposable {
       await this.#group.cancel('supervisor stopping');
       await this.#group[Symbol.asyncDispose]();
     }
-    this.#control?.close();
+    await this.#watchdog?.close();
     this.#listeners?.close();
+    await this.#control?.close();
     process.off('exit', this.#exitHook);
     this.#state = 'stopped';
     if (wasRunning || announce) o.log('stopped');

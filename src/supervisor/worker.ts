@@ -6,8 +6,14 @@
  * 1. The worker gets exactly: fd 0 = /dev/null, fds 1–2 = the supervisor's, fds 3… = the
  *    listeners in order, the next fd = its readiness pipe; `LISTEN_FDS`, `LISTEN_FDNAMES`,
  *    `LISTEN_PID` (its own pid) and `QUIESCE_READY_FD` say so.
- * 2. Workers run in their own session, so terminal signals reach only the supervisor, which
- *    decides how each worker stops.
+ * 2. Workers run in their own session and process group (the worker's pid is the group id),
+ *    so terminal signals reach only the supervisor, which decides how each worker stops; and
+ *    every signal it sends goes to the whole group, so a wrapper (`sh -c 'node app.js; …'`,
+ *    `npm start`) and every process it started stop together.
+ * 7. A worker counts as exited once its process group is gone, not when the first process
+ *    ends: `exit` (with the leader's status) is set, and `waitExit` returns, only then. When
+ *    the leader ends while others of its group live on, the group gets `drainSignal`, then
+ *    SIGKILL after `drainTimeoutMs`.
  * 3. `LISTEN_PID` is the worker's real pid: the worker is started through `/bin/sh -c 'export
  *    LISTEN_PID=$$; exec "$@"'`, and `exec` keeps the pid. (libsystemd, go-systemd and
  *    python-systemd ignore sockets whose `LISTEN_PID` is missing or someone else's.)
@@ -20,6 +26,7 @@
  *    handler, so the supervisor lives on.
  */
 import { type ChildProcess, spawn } from 'node:child_process';
+import { readdirSync, readFileSync } from 'node:fs';
 import { addDeadline, type Deadline, now, removeDeadline } from '../core/internal.ts';
 import { Event } from '../sync/event.ts';
 import { WorkerNotReadyError } from './errors.ts';
@@ -58,6 +65,44 @@ export interface WorkerSpec {
   readonly compileCache?: string;
   /** Appended to the error when the worker exits with status 0 before it said `READY=1`. */
   readonly notReadyHint?: string;
+  /** What the rest of the group gets when the leader ends first (guarantee 7). */
+  readonly drainSignal?: NodeJS.Signals;
+  /** How long the rest of the group may take after that signal before SIGKILL. */
+  readonly drainTimeoutMs?: number;
+}
+
+// How often a group whose leader has ended is looked at again.
+const GROUP_POLL_MS = 50;
+
+/**
+ * True while some process of group `pgid` is alive. Zombies do not count: where PID 1 does not
+ * reap orphans (a bare container), a dead wrapper's children would otherwise look alive forever.
+ */
+function groupAlive(pgid: number): boolean {
+  try {
+    process.kill(-pgid, 0);
+  } catch (e) {
+    return (e as NodeJS.ErrnoException).code === 'EPERM';
+  }
+  let pids: string[];
+  try {
+    pids = readdirSync('/proc');
+  } catch {
+    return true; // no /proc: trust kill(2)
+  }
+  for (const p of pids) {
+    if (!/^\d+$/.test(p)) continue;
+    let stat: string;
+    try {
+      stat = readFileSync(`/proc/${p}/stat`, 'utf8');
+    } catch {
+      continue;
+    }
+    // pid (comm) state ppid pgrp …: comm may hold spaces and parentheses, so split after it.
+    const f = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
+    if (Number(f[2]) === pgid && f[0] !== 'Z') return true;
+  }
+  return false;
 }
 
 // Variables that belong to the supervisor's own parent and must not reach a worker.
@@ -84,12 +129,19 @@ export class WorkerProcess {
   #assume: Deadline | null = null;
   #buffer = '';
   readonly #hint: string | undefined;
+  readonly #drainSignal: NodeJS.Signals;
+  readonly #drainTimeoutMs: number;
+  /** How the group's leader ended, once it has (the group may live on). */
+  #leaderExit: WorkerExit | null = null;
+  #groupPoll: ReturnType<typeof setTimeout> | null = null;
 
   constructor(spec: WorkerSpec) {
     this.generation = spec.generation;
     this.slot = spec.slot;
     this.startedAt = now();
     this.#hint = spec.notReadyHint;
+    this.#drainSignal = spec.drainSignal ?? 'SIGTERM';
+    this.#drainTimeoutMs = spec.drainTimeoutMs ?? 30_000;
     const n = spec.listeners.length;
     const env: NodeJS.ProcessEnv = { ...spec.env };
     for (const k of PRIVATE_ENV) delete env[k];
@@ -126,7 +178,7 @@ export class WorkerProcess {
     }
     this.#child = child;
     this.pid = child.pid;
-    child.once('exit', (code, signal) => this.#exited({ code, signal }));
+    child.once('exit', (code, signal) => this.#leaderExited({ code, signal }));
     // Persistent, not `once`: a later 'error' (a failed kill) must not go unhandled. Only a
     // process that never started (no pid) ends here; a running one ends with 'exit'.
     child.on('error', (e) => {
@@ -170,8 +222,45 @@ export class WorkerProcess {
     this.#ready.set(true);
   }
 
+  /** The leader ended: the worker has exited once its group is gone too (guarantee 7). */
+  #leaderExited(e: WorkerExit): void {
+    if (this.#leaderExit || this.exit) return;
+    this.#leaderExit = e;
+    this.#ready.set(false); // a worker whose leader ended before READY=1 never gets ready
+    const pgid = this.pid;
+    if (pgid === undefined || !groupAlive(pgid)) {
+      this.#exited(e);
+      return;
+    }
+    // Processes of its group live on (a wrapper's children): they go the way the worker went.
+    if (this.state !== 'draining') this.#signalGroup(this.#drainSignal);
+    const killAt = now() + this.#drainTimeoutMs;
+    const look = () => {
+      this.#groupPoll = null;
+      if (!groupAlive(pgid)) {
+        this.#exited(e);
+        return;
+      }
+      if (now() >= killAt) this.#signalGroup('SIGKILL');
+      this.#groupPoll = setTimeout(look, GROUP_POLL_MS);
+    };
+    this.#groupPoll = setTimeout(look, GROUP_POLL_MS);
+  }
+
+  #signalGroup(signal: NodeJS.Signals): boolean {
+    if (this.pid === undefined) return false;
+    try {
+      process.kill(-this.pid, signal);
+      return true;
+    } catch {
+      return false;
+    }
+  }
+
   #exited(e: WorkerExit): void {
     if (this.exit) return;
+    if (this.#groupPoll) clearTimeout(this.#groupPoll);
+    this.#groupPoll = null;
     this.exit = e;
     this.state = 'exited';
     if (this.#assume) removeDeadline(this.#assume);
@@ -192,7 +281,7 @@ export class WorkerProcess {
    */
   async waitReady(): Promise<void> {
     if (!(await this.#ready.wait())) {
-      const e = this.exit;
+      const e = this.exit ?? this.#leaderExit;
       const why = e?.error
         ? describeExit(e)
         : `${describeExit(e)} before it was ready${e?.code === 0 ? (this.#hint ?? '') : ''}`;
@@ -208,14 +297,10 @@ export class WorkerProcess {
     return this.#exit.wait();
   }
 
-  /** Sends `signal`; false if the process is gone. Never throws. */
+  /** Sends `signal` to the worker's whole process group; false if it is gone. Never throws. */
   kill(signal: NodeJS.Signals): boolean {
     if (this.exit || this.pid === undefined) return false;
-    try {
-      return this.#child?.kill(signal) ?? false;
-    } catch {
-      return false;
-    }
+    return this.#signalGroup(signal);
   }
 }
 

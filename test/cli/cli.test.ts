@@ -280,7 +280,7 @@ test('the CLI reports user mistakes in one line with the right exit status, neve
       ['run', '--listen', `127.0.0.1:${port}`, ...ctl(), '--', NODE, '-e', '0'],
       1,
       new RegExp(
-        `cannot listen on 127\\.0\\.0\\.1:${port}: address already in use .*\\(EADDRINUSE\\)`,
+        `cannot listen on 127\\.0\\.0\\.1:${port}: address already in use; held by pid ${process.pid} \\(.*\\(EADDRINUSE\\)`,
       ),
     ],
     [

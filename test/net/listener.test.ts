@@ -1,7 +1,15 @@
 import assert from 'node:assert/strict';
 import { onDiagnostic } from '../../src/core/index.ts';
 import { execFileSync, spawn as spawnProcess } from 'node:child_process';
-import { mkdtempSync, rmSync, statSync, writeFileSync, existsSync } from 'node:fs';
+import {
+  chownSync,
+  existsSync,
+  mkdtempSync,
+  rmSync,
+  statSync,
+  unlinkSync,
+  writeFileSync,
+} from 'node:fs';
 import net from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -132,6 +140,23 @@ describe('listen: unix sockets', { timeout: 15_000 }, () => {
     const server = serve(l, hello);
     assert.equal((await collect(net.connect({ path }))).data, 'Hello.\n');
     await server.shutdown();
+  });
+
+  test('a stale socket file of another user is not replaced: ListenError, file untouched', {
+    skip: process.getuid?.() !== 0 && 'needs root to give the file to another user',
+  }, async () => {
+    const path = join(dir, 'theirs.sock');
+    execFileSync('python3', [
+      '-c',
+      'import socket,sys; s=socket.socket(socket.AF_UNIX); s.bind(sys.argv[1])',
+      path,
+    ]);
+    chownSync(path, 65534, 65534);
+    const e = await listen({ path }).catch((err: unknown) => err);
+    assert.ok(e instanceof ListenError);
+    assert.match(e.message, /uid 65534/);
+    assert.ok(statSync(path).isSocket(), 'the file is still there');
+    unlinkSync(path);
   });
 
   test('a live socket is never taken over: ListenError EADDRINUSE', async () => {

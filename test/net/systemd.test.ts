@@ -5,47 +5,80 @@ import { createInterface } from 'node:readline';
 import { describe, test } from 'node:test';
 import { promisify } from 'node:util';
 import { NoInheritedSocketError, parseListenFds } from '../../src/net/index.ts';
+import { notASocket } from '../../src/net/systemd.ts';
 import { converse } from './helpers.ts';
 
 const node = process.execPath;
 const execFileP = promisify(execFile);
 const worker = new URL('./fixtures/inherited-worker.ts', import.meta.url).pathname;
 
+// The pure parsing tests pretend every descriptor is a socket; the check itself is tested below.
+const sockets = () => null;
+
 describe('parseListenFds (the LISTEN_FDS convention)', () => {
   test('nothing handed over: no sockets', () => {
-    assert.deepEqual(parseListenFds({}, 10), []);
-    assert.deepEqual(parseListenFds({ LISTEN_FDS: '' }, 10), []);
+    assert.deepEqual(parseListenFds({}, 10, sockets), []);
+    assert.deepEqual(parseListenFds({ LISTEN_FDS: '' }, 10, sockets), []);
   });
 
   test('descriptors start at 3 and take their names by position', () => {
-    assert.deepEqual(parseListenFds({ LISTEN_FDS: '2', LISTEN_FDNAMES: 'http:admin' }, 10), [
-      { fd: 3, name: 'http' },
-      { fd: 4, name: 'admin' },
-    ]);
+    assert.deepEqual(
+      parseListenFds({ LISTEN_FDS: '2', LISTEN_FDNAMES: 'http:admin' }, 10, sockets),
+      [
+        { fd: 3, name: 'http' },
+        { fd: 4, name: 'admin' },
+      ],
+    );
   });
 
   test("unnamed descriptors are called 'unknown', as systemd does", () => {
-    assert.deepEqual(parseListenFds({ LISTEN_FDS: '1' }, 10), [{ fd: 3, name: 'unknown' }]);
+    assert.deepEqual(parseListenFds({ LISTEN_FDS: '1' }, 10, sockets), [
+      { fd: 3, name: 'unknown' },
+    ]);
   });
 
   test('sockets addressed to another process (LISTEN_PID) are ignored; ours are taken', () => {
-    assert.deepEqual(parseListenFds({ LISTEN_FDS: '1', LISTEN_PID: '11' }, 10), []);
-    assert.equal(parseListenFds({ LISTEN_FDS: '1', LISTEN_PID: '10' }, 10).length, 1);
+    assert.deepEqual(parseListenFds({ LISTEN_FDS: '1', LISTEN_PID: '11' }, 10, sockets), []);
+    assert.equal(parseListenFds({ LISTEN_FDS: '1', LISTEN_PID: '10' }, 10, sockets).length, 1);
   });
 
   test('a malformed environment is a clear error, never a guess', () => {
-    assert.throws(() => parseListenFds({ LISTEN_FDS: 'two' }, 10), NoInheritedSocketError);
-    assert.throws(() => parseListenFds({ LISTEN_FDS: '1', LISTEN_PID: 'me' }, 10), /LISTEN_PID/);
+    assert.throws(() => parseListenFds({ LISTEN_FDS: 'two' }, 10, sockets), NoInheritedSocketError);
     assert.throws(
-      () => parseListenFds({ LISTEN_FDS: '2', LISTEN_FDNAMES: 'http' }, 10),
+      () => parseListenFds({ LISTEN_FDS: '1', LISTEN_PID: 'me' }, 10, sockets),
+      /LISTEN_PID/,
+    );
+    assert.throws(
+      () => parseListenFds({ LISTEN_FDS: '2', LISTEN_FDNAMES: 'http' }, 10, sockets),
       /names 1 socket/,
     );
   });
 
+  test('a descriptor in the range that is not an open socket is a clear error, at the first one', () => {
+    const seen: number[] = [];
+    const check = (fd: number) => {
+      seen.push(fd);
+      return fd === 4 ? 'not open' : null;
+    };
+    assert.throws(
+      () => parseListenFds({ LISTEN_FDS: '4' }, 10, check),
+      (e: unknown) => e instanceof NoInheritedSocketError && /fd 4 is not open/.test(e.message),
+    );
+    assert.deepEqual(seen, [3, 4], 'it stops at the first descriptor that is not a socket');
+    // The default check looks at the real descriptor: 2^30 is never open.
+    assert.throws(
+      () => parseListenFds({ LISTEN_FDS: '1' }, 10, (fd) => notASocket(fd + 2 ** 30)),
+      /is not open/,
+    );
+  });
+
   test('an absurd count is a corrupt environment, not millions of descriptors', () => {
-    assert.equal(parseListenFds({ LISTEN_FDS: '65536' }, 10).length, 65536);
+    assert.equal(parseListenFds({ LISTEN_FDS: '65536' }, 10, sockets).length, 65536);
     for (const count of ['65537', '3000000', '99999999999999999999']) {
-      assert.throws(() => parseListenFds({ LISTEN_FDS: count }, 10), NoInheritedSocketError);
+      assert.throws(
+        () => parseListenFds({ LISTEN_FDS: count }, 10, sockets),
+        NoInheritedSocketError,
+      );
     }
   });
 });

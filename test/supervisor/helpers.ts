@@ -22,19 +22,39 @@ export const PY_WORKER = join(ROOT, 'examples/python-worker.py');
 
 // Every worker start strips and compiles the TypeScript it imports; Node's compile cache makes
 // the second start of the same code several times cheaper, which keeps these tests short. One
-// fresh directory per test file (each file runs in its own process), removed after its tests:
-// the run leaves nothing behind.
+// fresh directory per test file (each file runs in its own process), removed after its tests.
 const COMPILE_CACHE = mkdtempSync(join(tmpdir(), 'quiesce-test-cache-'));
-after(() => rmSync(COMPILE_CACHE, { recursive: true, force: true }));
+// The supervisors' runtime directory (default control sockets, compile cache): the test file's
+// own, so nothing is ever created under the real <tmpdir>/quiesce-<uid> or $XDG_RUNTIME_DIR.
+export const RUNTIME_DIR = mkdtempSync(join(tmpdir(), 'quiesce-test-run-'));
+after(() => {
+  rmSync(COMPILE_CACHE, { recursive: true, force: true });
+  rmSync(RUNTIME_DIR, { recursive: true, force: true });
+});
 
-/** An environment for child processes without the test runner's own variables. */
+/**
+ * An environment for child processes without the test runner's own variables, with the
+ * runtime directory pointed at this file's temporary one. `extra` is applied last, so a test
+ * can set (or, with `undefined`, remove) any variable — `NOTIFY_SOCKET` and `LISTEN_FDS`
+ * included.
+ */
 export function cleanEnv(extra?: NodeJS.ProcessEnv): NodeJS.ProcessEnv {
-  const env: NodeJS.ProcessEnv = { NODE_COMPILE_CACHE: COMPILE_CACHE, ...process.env, ...extra };
-  delete env.NODE_TEST_CONTEXT;
-  delete env.NOTIFY_SOCKET;
-  delete env.LISTEN_FDS;
-  delete env.LISTEN_PID;
-  delete env.LISTEN_FDNAMES;
+  const env: NodeJS.ProcessEnv = {
+    NODE_COMPILE_CACHE: COMPILE_CACHE,
+    ...process.env,
+    XDG_RUNTIME_DIR: RUNTIME_DIR,
+  };
+  for (const k of [
+    'NODE_TEST_CONTEXT',
+    'NOTIFY_SOCKET',
+    'LISTEN_FDS',
+    'LISTEN_PID',
+    'LISTEN_FDNAMES',
+  ]) {
+    delete env[k];
+  }
+  Object.assign(env, extra);
+  for (const [k, v] of Object.entries(env)) if (v === undefined) delete env[k];
   return env;
 }
 
