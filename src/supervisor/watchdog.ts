@@ -31,7 +31,7 @@ for g in $groups; do kill -s "$sig" -- "-$g" 2>/dev/null; done
 i=0
 while [ "$i" -lt "$steps" ]; do
   alive=""
-  for g in $groups; do kill -0 -- "-$g" 2>/dev/null && alive="$alive $g"; done
+  for g in $groups; do kill -s 0 -- "-$g" 2>/dev/null && alive="$alive $g"; done
   [ -z "$alive" ] && exit 0
   groups=$alive; i=$((i + 1)); sleep 0.1
 done

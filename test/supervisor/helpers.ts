@@ -87,7 +87,8 @@ export function tempDir(t: TestContext): string {
   return dir;
 }
 
-function alive(pid: number): boolean {
+/** True while process `pid` exists. */
+export function alive(pid: number): boolean {
   try {
     process.kill(pid, 0);
     return true;
@@ -242,10 +243,11 @@ export async function startSupervisor(o: StartOptions): Promise<Sup> {
 /** Runs the CLI to completion; returns its status and output. */
 export function runCli(
   args: string[],
-  options?: { env?: NodeJS.ProcessEnv; timeoutMs?: number; uid?: number },
+  options?: { env?: NodeJS.ProcessEnv; timeoutMs?: number; uid?: number; wrapper?: string[] },
 ): Promise<{ code: number; stdout: string; stderr: string }> {
   return new Promise((resolve, reject) => {
-    const p = spawn(NODE, [CLI, ...args], {
+    const argv = [...(options?.wrapper ?? []), NODE, CLI, ...args];
+    const p = spawn(argv[0], argv.slice(1), {
       stdio: ['ignore', 'pipe', 'pipe'],
       env: cleanEnv(options?.env),
     });
