@@ -514,6 +514,16 @@ export function pendingCancellation(): Cancelled | null {
   return origin ? raise(origin, ctx) : null;
 }
 
+/**
+ * True while the running code is cleaning up after a delivered cancellation (an open cleanup
+ * window covers its scope): the time to finish, not to start waiting for news such as a
+ * server's drain.
+ */
+export function inCleanup(): boolean {
+  for (let l = current().scope.windows; l; l = l.outer) if (l.win.open) return true;
+  return false;
+}
+
 /** The signal foreign APIs get in `ctx`: never aborted when uninterruptible. */
 export function signalOf(ctx: Ctx): AbortSignal {
   return ctx.mask === UNINTERRUPTIBLE ? neverSignal : ctx.scope.signal();

@@ -12,6 +12,8 @@
  * 3. Deadlines (`addDeadline`/`removeDeadline`) share one host timer and leave nothing behind.
  * 4. `runIn(ctx, fn, a)` runs `fn` in another context and restores the caller's.
  * 5. `report` sends a diagnostic to exactly one handler.
+ * 6. `inCleanup()` is true exactly while the running code is inside an open cleanup window
+ *    (a cancellation was delivered to it and its window has not closed).
  */
 export {
   addDeadline,
@@ -30,6 +32,7 @@ export {
   type Ctx,
   current,
   hooks,
+  inCleanup,
   MASKED,
   type MaskLevel,
   pendingCancellation,

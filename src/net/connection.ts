@@ -22,6 +22,7 @@ import type net from 'node:net';
 import { addDeadline, type Deadline, now, removeDeadline } from '../core/clock.ts';
 import { block, pendingCancellation, type Waiter } from '../core/context.ts';
 import { ArgumentError } from '../core/errors.ts';
+import { inCleanup } from '../core/internal.ts';
 import { after, type SelectEvent, select } from '../sync/select.ts';
 import { type DrainFlag, neverDraining } from './drain.ts';
 import {
@@ -579,7 +580,9 @@ export class Connection implements AsyncDisposable {
   /**
    * Reads with a time limit and says what happened instead of throwing: `{ kind: 'data', data }`,
    * `{ kind: 'eof' }`, `{ kind: 'timeout' }` after `ms` without data, or `{ kind: 'shutdown' }`
-   * when the server drains while nothing is waiting (unless `returnOnShutdown: false`). Data
+   * when the server drains while nothing is waiting (unless `returnOnShutdown: false`, or the
+   * call is in the cleanup after a cancellation — a farewell read waits for data, EOF or `ms`,
+   * as the drain is what it is cleaning up after). Data
    * already there wins over everything. Still throws for a broken connection, and
    * `IdleTimeoutError` if the server's idle limit is shorter than `ms` and runs out first.
    * Reference: `select(conn.readEvent(max), conn.drainingEvent(), after(ms))`.
@@ -597,7 +600,7 @@ export class Connection implements AsyncDisposable {
     if (bad) throw bad;
     const data = this.readEvent(max);
     const r =
-      options?.returnOnShutdown === false
+      options?.returnOnShutdown === false || inCleanup()
         ? await select(data, after(ms))
         : await select(data, after(ms), this.drainingEvent());
     if (r.index === 0) {
