@@ -72,6 +72,7 @@ const RUN_OPTS: OptSpec[] = [
   { long: 'drain-timeout', value: true },
   { long: 'assume-ready-after', value: true },
   { long: 'ready-on-listen', value: false },
+  { long: 'no-preload', value: false },
   { long: 'no-compile-cache', value: false },
   { long: 'drain-signal', value: true },
   { long: 'max-restarts', value: true },
@@ -300,7 +301,10 @@ function parseRun(argv: readonly string[]): Command {
     }
     options.drainSignal = drainSignal;
   }
-  if (p.opts.has('ready-on-listen')) options.readyOnListen = true;
+  if (p.opts.has('ready-on-listen') && p.opts.has('no-preload')) {
+    throw new UsageError('--ready-on-listen and --no-preload contradict each other', 'run');
+  }
+  if (p.opts.has('no-preload')) options.preload = false;
   if (p.opts.has('no-compile-cache')) options.compileCache = false;
   if (p.opts.has('no-systemd')) options.systemd = false;
   if (p.opts.has('control') && p.opts.has('no-control')) {

@@ -50,9 +50,11 @@ Options:
       --drain-signal SIG       the signal that asks a worker to drain (default ${D.drainSignal})
       --max-restarts N         crash restarts of one worker within the window (default ${D.maxRestarts})
       --restart-window DUR     the crash-loop window (default ${showDuration(D.restartWindowMs)})
-      --ready-on-listen        Node workers that do not call notifyReady(): ready once they
-                               listen on every socket they were given (a preload, via
-                               NODE_OPTIONS)
+      --no-preload             do not preload quiesce's hook into Node workers (by default,
+                               via NODE_OPTIONS, an unmodified app's listen(port) uses the
+                               socket quiesce holds, it is ready once it listens, and its
+                               HTTP servers drain on the drain signal, even under npm start)
+      --ready-on-listen        the default now (kept for old command lines)
       --no-compile-cache       do not give Node workers a shared NODE_COMPILE_CACHE (by
                                default each generation after the first starts on the
                                compiled code of the previous one: less CPU during reloads)

@@ -34,9 +34,14 @@ export interface SupervisorOptions {
    */
   assumeReadyAfterMs?: number;
   /**
-   * Node workers that do not call `notifyReady()`: preload a hook (through `NODE_OPTIONS`) that
-   * reports `READY=1` once the worker listens on every socket it was given.
+   * Preload quiesce's hook into Node workers (through `NODE_OPTIONS`, plain JavaScript for any
+   * Node >= 20), so that an unmodified app runs as a worker: its `listen(port)` or
+   * `listen(path)` becomes a listen on the socket the supervisor holds, it reports `READY=1`
+   * once it listens on every socket, its node:http servers drain on the drain signal, and it
+   * works through wrappers (`npm start`). `false` leaves `NODE_OPTIONS` alone.
    */
+  preload?: boolean;
+  /** @deprecated the preload is on by default (`preload`); `true` forces it on. */
   readyOnListen?: boolean;
   /**
    * Where Node workers keep their compiled-code cache (`NODE_COMPILE_CACHE`), so that every
@@ -84,7 +89,7 @@ export const supervisorDefaults = Object.freeze({
   workers: 1,
   readyTimeoutMs: 30_000,
   drainTimeoutMs: 30_000,
-  readyOnListen: false,
+  preload: true,
   drainSignal: 'SIGTERM' as NodeJS.Signals,
   maxRestarts: 5,
   restartWindowMs: 60_000,
@@ -118,11 +123,8 @@ export interface Settings {
   log: (line: string) => void;
 }
 
-// The preload beside this module: .ts when running from source, .js when built.
-const READY_ON_LISTEN = `--import=${
-  new URL(`./ready-on-listen${import.meta.url.endsWith('.ts') ? '.ts' : '.js'}`, import.meta.url)
-    .href
-}`;
+// Plain JavaScript from source and built alike, so that it runs on the worker's own Node.
+const PRELOAD = `--import=${new URL('./preload/index.js', import.meta.url).href}`;
 
 function ms(name: string, v: unknown, dflt: number, min = 0): number {
   if (v === undefined) return dflt;
@@ -176,7 +178,7 @@ export function normalize(o: SupervisorOptions): Settings {
       o.assumeReadyAfterMs === undefined
         ? undefined
         : ms('assumeReadyAfterMs', o.assumeReadyAfterMs, 0),
-    nodePreload: (o.readyOnListen ?? d.readyOnListen) ? READY_ON_LISTEN : undefined,
+    nodePreload: o.readyOnListen || (o.preload ?? d.preload) ? PRELOAD : undefined,
     compileCache: o.compileCache ?? null,
     drainSignal,
     maxRestarts: int('maxRestarts', o.maxRestarts, d.maxRestarts, 0),
@@ -197,15 +199,16 @@ export function normalize(o: SupervisorOptions): Settings {
  */
 export function readyHint(o: Settings, how: 'silent' | 'exited'): string {
   const keep = how === 'exited' ? 'a worker must keep serving; ' : '';
+  const say = how === 'exited' ? 'it says it is ready' : 'a worker says it is ready';
   if (o.nodePreload) {
     return (
-      ` (${keep}with --ready-on-listen, a Node worker is ready once it has called ` +
-      'listen({ fd }) on every socket it was given, from fd 3)'
+      ` (${keep}a Node worker is ready once it listens on every socket quiesce holds — ` +
+      'listen(port), listen(path) or listen({ fd }); any other worker says it is ready by ' +
+      'writing READY=1 to the descriptor in $QUIESCE_READY_FD)'
     );
   }
-  const say = how === 'exited' ? 'it says it is ready' : 'a worker says it is ready';
   return (
     ` (${keep}${say} by writing READY=1 to the descriptor in $QUIESCE_READY_FD: ` +
-    'notifyReady() in Node, or --ready-on-listen for an unmodified Node server)'
+    'notifyReady() in Node, or leave out --no-preload for an unmodified Node server)'
   );
 }

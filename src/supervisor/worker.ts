@@ -26,12 +26,27 @@
  *    handler, so the supervisor lives on.
  */
 import { type ChildProcess, spawn } from 'node:child_process';
-import { readdirSync, readFileSync } from 'node:fs';
+import { fstatSync, readdirSync, readFileSync } from 'node:fs';
 import { addDeadline, type Deadline, now, removeDeadline } from '../core/internal.ts';
 import { Event } from '../sync/event.ts';
 import { WorkerNotReadyError } from './errors.ts';
 import type { Listener } from './listeners.ts';
 import { READY_FD_ENV } from './notify.ts';
+import { LISTEN_ENV } from './preload/sockets.js';
+
+/**
+ * `QUIESCE_LISTEN` for the preload: each socket's descriptor in the worker, its name, address
+ * and identity (device, inode), so that the preload can tell the socket from whatever else a
+ * wrapper left at that number.
+ */
+function describeListeners(listeners: readonly Listener[]): string {
+  return JSON.stringify(
+    listeners.map((l, i) => {
+      const st = fstatSync(l.fd);
+      return { fd: 3 + i, name: l.name, address: l.address, dev: st.dev, ino: st.ino };
+    }),
+  );
+}
 
 /** How a worker's process ended. */
 export interface WorkerExit {
@@ -59,15 +74,21 @@ export interface WorkerSpec {
   readonly slot: number;
   /** Treat the worker as ready this long after it started even if it said nothing. */
   readonly assumeReadyAfterMs?: number;
-  /** A Node option (`--import=…`) added to `NODE_OPTIONS`, e.g. the ready-on-listen preload. */
+  /** A Node option (`--import=…`) added to `NODE_OPTIONS`, e.g. the preload for unmodified Node apps. */
   readonly nodePreload?: string;
   /** `NODE_COMPILE_CACHE` for the worker, unless its environment already sets one. */
   readonly compileCache?: string;
   /** Appended to the error when the worker exits with status 0 before it said `READY=1`. */
   readonly notReadyHint?: string;
-  /** What the rest of the group gets when the leader ends first (guarantee 7). */
+  /**
+   * What the rest of the group gets when the leader ends first (guarantee 7); also the signal
+   * the preload drains on (`QUIESCE_DRAIN_SIGNAL`).
+   */
   readonly drainSignal?: NodeJS.Signals;
-  /** How long the rest of the group may take after that signal before SIGKILL. */
+  /**
+   * How long the rest of the group may take after that signal before SIGKILL; also the budget
+   * the preload drains within (`QUIESCE_DRAIN_TIMEOUT_MS`).
+   */
   readonly drainTimeoutMs?: number;
 }
 
@@ -106,7 +127,16 @@ function groupAlive(pgid: number): boolean {
 }
 
 // Variables that belong to the supervisor's own parent and must not reach a worker.
-const PRIVATE_ENV = ['NOTIFY_SOCKET', 'LISTEN_FDS', 'LISTEN_FDNAMES', 'LISTEN_PID', READY_FD_ENV];
+const PRIVATE_ENV = [
+  'NOTIFY_SOCKET',
+  'LISTEN_FDS',
+  'LISTEN_FDNAMES',
+  'LISTEN_PID',
+  READY_FD_ENV,
+  LISTEN_ENV,
+  'QUIESCE_DRAIN_TIMEOUT_MS',
+  'QUIESCE_DRAIN_SIGNAL',
+];
 const EXEC_WRAPPER = 'export LISTEN_PID=$$; exec "$@"';
 const MAX_LINE = 4096;
 
@@ -156,8 +186,16 @@ export class WorkerProcess {
     if (n === 0) delete env.LISTEN_FDNAMES;
     if (spec.compileCache && !env.NODE_COMPILE_CACHE) env.NODE_COMPILE_CACHE = spec.compileCache;
     if (spec.nodePreload) {
-      env.NODE_OPTIONS = `${env.NODE_OPTIONS ?? ''} ${spec.nodePreload}`.trim();
-      env.QUIESCE_PRELOAD = spec.nodePreload;
+      // The preload stays in NODE_OPTIONS for the whole process tree (a wrapper's node loads it
+      // too); QUIESCE_LISTEN tells it which descriptors are the supervisor's sockets.
+      if (!env.NODE_OPTIONS?.includes(spec.nodePreload)) {
+        env.NODE_OPTIONS = `${env.NODE_OPTIONS ?? ''} ${spec.nodePreload}`.trim();
+      }
+      env[LISTEN_ENV] = describeListeners(spec.listeners);
+      if (spec.drainTimeoutMs !== undefined) {
+        env.QUIESCE_DRAIN_TIMEOUT_MS = String(spec.drainTimeoutMs);
+      }
+      if (spec.drainSignal) env.QUIESCE_DRAIN_SIGNAL = spec.drainSignal;
     }
     let child: ChildProcess | null = null;
     try {

@@ -28,7 +28,7 @@ for (const [name, app] of [
   for (const keepAlive of [false, true]) {
     test(`an unmodified ${name} app, 2 workers, ${RELOADS} reloads under load with keep-alive ${keepAlive ? 'on' : 'off'}: no failed request, and each old generation exits by itself`, async (t) => {
       const sup = await startApp(t, {
-        args: ['--workers', '2', '--drain-timeout', '20s', '--ready-on-listen'],
+        args: ['--workers', '2', '--drain-timeout', '20s'],
         worker: [NODE, app],
         // The app listens on PORT (or 8080): quiesce holds one socket, so that listen is it.
         env: { PORT: '22999' },

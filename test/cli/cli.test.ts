@@ -301,13 +301,14 @@ test('the CLI reports user mistakes in one line with the right exit status, neve
     [
       ['run', '--listen', '127.0.0.1:0', ...ctl(), '--', NODE, '-e', '0'],
       1,
-      /quiesce: worker \d+ of generation 1 exited with status 0 before it was ready \(a worker must keep serving; it says it is ready by writing READY=1 to the descriptor in \$QUIESCE_READY_FD: notifyReady\(\) in Node, or --ready-on-listen for an unmodified Node server\)$/,
+      /quiesce: worker \d+ of generation 1 exited with status 0 before it was ready \(a worker must keep serving; a Node worker is ready once it listens on every socket quiesce holds — listen\(port\), listen\(path\) or listen\(\{ fd \}\); any other worker says it is ready by writing READY=1 to the descriptor in \$QUIESCE_READY_FD\)$/,
     ],
     [
       [
         'run',
         '-l',
         '127.0.0.1:0',
+        '--no-preload',
         '--ready-timeout',
         '300ms',
         ...ctl(),
@@ -317,7 +318,7 @@ test('the CLI reports user mistakes in one line with the right exit status, neve
         'setInterval(() => {}, 1000)',
       ],
       1,
-      /quiesce: worker \d+ of generation 1 did not report ready within 300 ms \(a worker says it is ready by writing READY=1 to the descriptor in \$QUIESCE_READY_FD: notifyReady\(\) in Node, or --ready-on-listen for an unmodified Node server\)$/,
+      /quiesce: worker \d+ of generation 1 did not report ready within 300 ms \(a worker says it is ready by writing READY=1 to the descriptor in \$QUIESCE_READY_FD: notifyReady\(\) in Node, or leave out --no-preload for an unmodified Node server\)$/,
     ],
     [
       [
@@ -334,7 +335,7 @@ test('the CLI reports user mistakes in one line with the right exit status, neve
         'setInterval(() => {}, 1000)',
       ],
       1,
-      /did not report ready within 300 ms \(with --ready-on-listen, a Node worker is ready once it has called listen\(\{ fd \}\) on every socket it was given, from fd 3\)$/,
+      /did not report ready within 300 ms \(a Node worker is ready once it listens on every socket quiesce holds — listen\(port\), listen\(path\) or listen\(\{ fd \}\); any other worker says it is ready by writing READY=1 to the descriptor in \$QUIESCE_READY_FD\)$/,
     ],
     [
       ['run', '--listen', `unix:${dir}/missing/a.sock`, ...ctl(), '--', NODE, '-e', '0'],

@@ -153,7 +153,7 @@ test('connections in flight during a reload complete on the old generation, whic
   assert.doesNotMatch(sup.stderr(), /SIGKILL/);
 });
 
-test("npm start's demo (the example Hello/Goodbye server, --ready-on-listen) reloads under load without a failed connection", {
+test("npm start's demo (the example Hello/Goodbye server, as it is) reloads under load without a failed connection", {
   timeout: 45_000,
 }, async (t) => {
   // The very command line of `npm start`, on port 0 instead of 8080.

@@ -7,8 +7,8 @@
  *    socket the supervisor bound (same device and inode as `QUIESCE_LISTEN` says). A number
  *    that a wrapper closed or reused (npm's node puts its epoll descriptor at 3) never counts.
  * 2. `matchListen` maps a listen request to a socket by port (TCP) or path (unix); when the
- *    supervisor holds exactly one socket, any listen on a named port or path means that one.
- *    A listen on port 0 (an ephemeral port) is never mapped.
+ *    supervisor holds exactly one socket, any listen on a named port (if it is TCP) or path
+ *    (if it is unix) means that one. A listen on port 0 (an ephemeral port) is never mapped.
  * 3. A socket is claimed at most once per process: a second server never gets the same one.
  */
 import { fstatSync } from 'node:fs';
@@ -130,6 +130,7 @@ export function matchListen(req, sockets) {
       : s.where.kind === 'unix' && s.where.path === req.path,
   );
   if (exact) return exact.claimed ? null : exact;
-  if (sockets.length === 1 && !sockets[0].claimed) return sockets[0];
+  const only = sockets.length === 1 ? sockets[0] : null;
+  if (only && !only.claimed && only.where.kind === req.kind) return only;
   return null;
 }
