@@ -23,10 +23,16 @@
  * 6. Closing the listener does not reset the kernel's accept queue: it stays open until one
  *    event-loop turn passes without a new connection (`#acceptUntilQuiet`).
  *
+ * 7. Drain start and end are published on `node:diagnostics_channel` channels
+ *    `quiesce.http.drain.start` (`{ server, atStart }`) and `quiesce.http.drain.end`
+ *    (`{ server, report }`), for metrics without a callback.
+ *
  * Cost model: one property on each socket, one `close` listener per connection and per
  * response, and a patched `server.emit` (it must see `upgrade`/`connect`/`checkContinue`
  * without listening to them, since a listener changes what node:http does).
  */
+
+import diagnosticsChannel from 'node:diagnostics_channel';
 
 /** @typedef {import('node:net').Socket} Socket */
 /** @typedef {import('node:http').IncomingMessage} IncomingMessage */
@@ -101,6 +107,10 @@
  */
 
 const kConn = Symbol('quiesce.http.connection');
+/** `{ server, atStart }` when a drain begins (node:diagnostics_channel). */
+const startChannel = diagnosticsChannel.channel('quiesce.http.drain.start');
+/** `{ server, report }` when a drain ends. */
+const endChannel = diagnosticsChannel.channel('quiesce.http.drain.end');
 const kAttached = Symbol('quiesce.http.drain');
 
 /** The "is this a number option" check, with the one-line error a user mistake deserves. */
@@ -406,6 +416,7 @@ class Drain {
     this.draining = true;
     this.controller?.abort(drainingReason());
     const atStart = this.counts();
+    if (startChannel.hasSubscribers) startChannel.publish({ server: this.server, atStart });
     for (const c of this.conns) this.enterDrain(c);
     this.retime(deadlineMs);
     const closeListener = options?.closeListener ?? true;
@@ -421,12 +432,15 @@ class Drain {
       if (this.deadlineTimer) clearTimeout(this.deadlineTimer);
       if (this.forceTimer) clearTimeout(this.forceTimer);
       this.deadlineTimer = this.forceTimer = null;
-      return {
+      /** @type {DrainReport} */
+      const report = {
         atStart,
         ...this.r,
         deadlineReached: this.deadlineReached,
         durationMs: performance.now() - this.t0,
       };
+      if (endChannel.hasSubscribers) endChannel.publish({ server: this.server, report });
+      return report;
     })();
     return this.done;
   }

@@ -70,7 +70,14 @@ const surfaces: Record<string, string[]> = {
     'select',
     'taskDone',
   ],
-  http: ['attachDrain'],
+  http: [
+    'HttpServer',
+    'SHUTDOWN_BUDGET_ENV',
+    'ShutdownBudgetError',
+    'attachDrain',
+    'resolveBudget',
+    'serveHttp',
+  ],
   supervisor: [
     'MAX_WORKERS',
     'checkDistinct',

@@ -1,0 +1,343 @@
+/**
+ * `npm run bench -- http`: quiesce/http against raw node:http and the shutdown libraries
+ * people use, each server in its own process, the load from another (wrk, or this file's
+ * Node client for the shutdown scenarios).
+ *
+ * What is measured, and how:
+ * 1. Throughput: hello world, `wrk -t2 -c50` keep-alive for a fixed time per round, raw
+ *    `http.createServer` against `serveHttp` (every request a task), rounds alternating (the
+ *    order flips each round) → requests/s, median and spread, and `× raw` as the median of
+ *    per-round ratios. Target: ≥ 0.95×.
+ * 2. Shutdown with 200 idle keep-alive connections + 5 in-flight 1 s requests, per strategy:
+ *    time from the last in-flight response (client side) to the server process's exit, and
+ *    in-flight requests completed (of 5), idle connections reset. Target: ≤ 50 ms, 5/5.
+ * 3. Shutdown under `wrk -c50` keep-alive load, per strategy: requests lost on kept-alive
+ *    connections (wrk's read + write + timeout errors and non-2xx answers) and refused new
+ *    connections (connect errors; expected once the listener is closed). Target: 0 lost.
+ * Strategies: serveHttp, `close()`, `close()` + `closeIdleConnections()`, http-terminator,
+ * stoppable, terminus, close-with-grace, Fastify `close()`; each gets SIGTERM.
+ * Knobs: `--quick` (a smoke run), `BENCH_ROUNDS` (throughput rounds, default 5),
+ * `BENCH_HTTP_SECONDS` (seconds per throughput round, default 3). Ports: 0 (the kernel picks).
+ */
+import { type ChildProcess, execFileSync, spawn } from 'node:child_process';
+import http from 'node:http';
+import net from 'node:net';
+import { isQuick, median, printRows } from './lib.ts';
+
+const self = import.meta.filename;
+const strategies = [
+  'serveHttp',
+  'close',
+  'close+closeIdle',
+  'http-terminator',
+  'stoppable',
+  'terminus',
+  'close-with-grace',
+  'fastify',
+] as const;
+type Strategy = (typeof strategies)[number] | 'raw';
+
+// ---------------------------------------------------------------- the server child
+async function child(kind: Strategy): Promise<void> {
+  const app = (req: http.IncomingMessage, res: http.ServerResponse) => {
+    const q = req.url?.indexOf('?') ?? -1;
+    if (q >= 0 && req.url!.startsWith('/slow')) {
+      const ms = Number(new URLSearchParams(req.url!.slice(q + 1)).get('ms') ?? 0);
+      setTimeout(() => res.end('slow'), ms);
+      return;
+    }
+    res.end('ok');
+  };
+  const ready = (port: number) => process.stdout.write(`${JSON.stringify({ port })}\n`);
+  const exit = () => process.exit(0);
+  if (kind === 'serveHttp') {
+    const { serveHttp } = await import('../src/http/index.ts');
+    const server = await serveHttp(app, { port: 0, host: '127.0.0.1' }, { drainTimeoutMs: 10_000 });
+    ready(server.port!);
+    process.once('SIGTERM', () => server.shutdown().then(exit));
+    return;
+  }
+  if (kind === 'fastify') {
+    const { default: Fastify } = await import('fastify');
+    const f = Fastify();
+    f.get('/', async () => 'ok');
+    f.get('/slow', async (req) => {
+      const ms = Number((req.query as { ms?: string }).ms ?? 0);
+      await new Promise((r) => setTimeout(r, ms));
+      return 'slow';
+    });
+    await f.listen({ port: 0, host: '127.0.0.1' });
+    ready((f.server.address() as net.AddressInfo).port);
+    process.once('SIGTERM', () => f.close().then(exit));
+    return;
+  }
+  const server = http.createServer(app);
+  await new Promise<void>((r) => server.listen(0, '127.0.0.1', r));
+  const port = (server.address() as net.AddressInfo).port;
+  switch (kind) {
+    case 'raw':
+      break;
+    case 'close':
+      // Node >= 19 close() also closes the connections idle at that instant.
+      process.once('SIGTERM', () => server.close(exit));
+      break;
+    case 'close+closeIdle':
+      process.once('SIGTERM', () => {
+        server.close(exit);
+        server.closeIdleConnections();
+      });
+      break;
+    case 'http-terminator': {
+      const { createHttpTerminator } = await import('http-terminator');
+      const t = createHttpTerminator({ server, gracefulTerminationTimeout: 10_000 });
+      process.once('SIGTERM', () => t.terminate().then(exit));
+      break;
+    }
+    case 'stoppable': {
+      const { default: stoppable } = await import('stoppable');
+      const s = stoppable(server, 10_000);
+      process.once('SIGTERM', () => s.stop(exit));
+      break;
+    }
+    case 'terminus': {
+      const { createTerminus } = await import('@godaddy/terminus');
+      createTerminus(server, {
+        signals: ['SIGTERM'],
+        timeout: 10_000,
+        onShutdown: async () => exit(),
+      });
+      break;
+    }
+    case 'close-with-grace': {
+      const { default: closeWithGrace } = await import('close-with-grace');
+      closeWithGrace({ delay: 10_000 }, () => new Promise<void>((r) => server.close(() => r())));
+      break;
+    }
+  }
+  ready(port);
+}
+
+// ---------------------------------------------------------------- the parent
+interface Server {
+  proc: ChildProcess;
+  port: number;
+  exited: Promise<number>;
+}
+
+function startServer(kind: Strategy): Promise<Server> {
+  const proc = spawn(process.execPath, [self, '--child', kind], {
+    stdio: ['ignore', 'pipe', 'inherit'],
+  });
+  const exited = new Promise<number>((r) => proc.once('exit', () => r(performance.now())));
+  return new Promise((resolve, reject) => {
+    let buf = '';
+    proc.stdout!.on('data', (d: Buffer) => {
+      buf += d;
+      const nl = buf.indexOf('\n');
+      if (nl >= 0) resolve({ proc, port: JSON.parse(buf.slice(0, nl)).port, exited });
+    });
+    proc.once('exit', (code) => reject(new Error(`${kind} server exited early (${code})`)));
+  });
+}
+
+interface Wrk {
+  rps: number;
+  requests: number;
+  connect: number;
+  read: number;
+  write: number;
+  timeout: number;
+  non2xx: number;
+}
+
+function wrk(port: number, seconds: number): Promise<Wrk> {
+  return new Promise((resolve, reject) => {
+    const p = spawn('wrk', ['-t2', '-c50', `-d${seconds}s`, `http://127.0.0.1:${port}/`], {
+      stdio: ['ignore', 'pipe', 'inherit'],
+    });
+    let out = '';
+    p.stdout.on('data', (d: Buffer) => (out += d));
+    p.once('error', reject);
+    p.once('exit', () => {
+      const n = (re: RegExp) => Number(re.exec(out)?.[1] ?? 0);
+      const errs = /Socket errors: connect (\d+), read (\d+), write (\d+), timeout (\d+)/.exec(out);
+      resolve({
+        rps: n(/Requests\/sec:\s+([\d.]+)/),
+        requests: n(/(\d+) requests in/),
+        connect: Number(errs?.[1] ?? 0),
+        read: Number(errs?.[2] ?? 0),
+        write: Number(errs?.[3] ?? 0),
+        timeout: Number(errs?.[4] ?? 0),
+        non2xx: n(/Non-2xx or 3xx responses: (\d+)/),
+      });
+    });
+  });
+}
+
+function hasWrk(): boolean {
+  try {
+    execFileSync('wrk', ['--version'], { stdio: 'ignore' });
+    return true;
+  } catch (e) {
+    // wrk --version exits 1 after printing its version
+    return (e as { status?: number }).status === 1;
+  }
+}
+
+const fmt = (x: number) => Math.round(x).toLocaleString('en-US');
+const spread = (xs: number[]) => `${fmt(Math.min(...xs))}–${fmt(Math.max(...xs))}`;
+
+async function throughput(): Promise<void> {
+  const rounds = isQuick ? 2 : Number(process.env.BENCH_ROUNDS ?? 5);
+  const seconds = isQuick ? 1 : Number(process.env.BENCH_HTTP_SECONDS ?? 3);
+  const raw = await startServer('raw');
+  const q = await startServer('serveHttp');
+  const rps: Record<string, number[]> = { raw: [], serveHttp: [] };
+  const ratios: number[] = [];
+  await wrk(raw.port, 1); // warm-up
+  await wrk(q.port, 1);
+  for (let i = 0; i < rounds; i++) {
+    const order = i % 2 === 0 ? ['raw', 'serveHttp'] : ['serveHttp', 'raw'];
+    for (const k of order) rps[k].push((await wrk(k === 'raw' ? raw.port : q.port, seconds)).rps);
+    ratios.push(rps.serveHttp[i] / rps.raw[i]);
+  }
+  raw.proc.kill('SIGKILL');
+  q.proc.kill('SIGKILL');
+  console.log(
+    `\nThroughput: hello world, wrk -t2 -c50 keep-alive, ${rounds} rounds × ${seconds} s`,
+  );
+  printRows([
+    ['server', 'req/s median', 'spread', '× raw'],
+    ['raw node:http', fmt(median(rps.raw)), spread(rps.raw), '1.00'],
+    [
+      'serveHttp',
+      fmt(median(rps.serveHttp)),
+      spread(rps.serveHttp),
+      `${median(ratios).toFixed(2)} (${Math.min(...ratios).toFixed(2)}–${Math.max(...ratios).toFixed(2)})`,
+    ],
+  ]);
+}
+
+/** A raw keep-alive connection that made one request and now sits idle; resolves its fate. */
+async function idleConnection(port: number): Promise<{ fate: Promise<'fin' | 'reset'> }> {
+  const s = net.connect({ port, host: '127.0.0.1' });
+  let got = '';
+  await new Promise<void>((resolve, reject) => {
+    s.once('error', reject);
+    s.on('data', (d: Buffer) => {
+      got += d;
+      if (got.endsWith('ok')) resolve();
+    });
+    s.write('GET / HTTP/1.1\r\nHost: x\r\n\r\n');
+  });
+  s.removeAllListeners('error');
+  const fate = new Promise<'fin' | 'reset'>((resolve) => {
+    let reset = false;
+    s.on('error', () => (reset = true));
+    s.once('close', () => resolve(reset ? 'reset' : 'fin'));
+  });
+  return { fate };
+}
+
+function slowRequest(port: number): Promise<number | null> {
+  return new Promise((resolve) => {
+    const req = http.get(
+      { host: '127.0.0.1', port, path: '/slow?ms=1000', agent: false },
+      (res) => {
+        let body = '';
+        res.on('data', (d) => (body += d));
+        res.on('end', () => resolve(body === 'slow' ? performance.now() : null));
+        res.on('error', () => resolve(null));
+      },
+    );
+    req.on('error', () => resolve(null));
+  });
+}
+
+async function idleAndInflight(
+  kind: Strategy,
+): Promise<{ ms: number; done: number; resets: number }> {
+  const s = await startServer(kind);
+  const idle = [];
+  for (let i = 0; i < 200; i++) idle.push(await idleConnection(s.port));
+  const inflight = Array.from({ length: 5 }, () => slowRequest(s.port));
+  await new Promise((r) => setTimeout(r, 100)); // the 5 are in the handler
+  s.proc.kill('SIGTERM');
+  const killer = setTimeout(() => s.proc.kill('SIGKILL'), 15_000);
+  const ends = await Promise.all(inflight);
+  const exitAt = await s.exited;
+  clearTimeout(killer);
+  const fates = await Promise.all(idle.map((c) => c.fate));
+  const done = ends.filter((t) => t !== null) as number[];
+  const last = done.length ? Math.max(...done) : exitAt;
+  return {
+    ms: exitAt - last,
+    done: done.length,
+    resets: fates.filter((f) => f === 'reset').length,
+  };
+}
+
+async function underLoad(kind: Strategy): Promise<Wrk> {
+  const s = await startServer(kind);
+  const load = wrk(s.port, isQuick ? 2 : 3);
+  await new Promise((r) => setTimeout(r, isQuick ? 700 : 1200));
+  s.proc.kill('SIGTERM');
+  const killer = setTimeout(() => s.proc.kill('SIGKILL'), 15_000);
+  const r = await load;
+  await s.exited;
+  clearTimeout(killer);
+  return r;
+}
+
+async function shutdowns(): Promise<void> {
+  const rounds = isQuick ? 1 : 3;
+  const rows1: string[][] = [
+    ['strategy', 'last response → exit (ms, median)', 'spread', 'in-flight done', 'idle reset'],
+  ];
+  const rows2: string[][] = [
+    ['strategy', 'lost on kept-alive (median)', 'spread', 'refused new (median)', 'served'],
+  ];
+  for (const kind of strategies) {
+    const a = [];
+    for (let i = 0; i < rounds; i++) a.push(await idleAndInflight(kind));
+    const ms = a.map((x) => x.ms);
+    rows1.push([
+      kind,
+      median(ms).toFixed(1),
+      `${Math.min(...ms).toFixed(1)}–${Math.max(...ms).toFixed(1)}`,
+      a.map((x) => `${x.done}/5`).join(' '),
+      a.map((x) => x.resets).join(' '),
+    ]);
+    const b = [];
+    for (let i = 0; i < rounds; i++) b.push(await underLoad(kind));
+    const lost = b.map((x) => x.read + x.write + x.timeout + x.non2xx);
+    rows2.push([
+      kind,
+      String(median(lost)),
+      `${Math.min(...lost)}–${Math.max(...lost)}`,
+      String(median(b.map((x) => x.connect))),
+      fmt(median(b.map((x) => x.requests))),
+    ]);
+  }
+  console.log(
+    `\nShutdown: 200 idle keep-alive + 5 in-flight 1 s requests, SIGTERM, ${rounds} rounds`,
+  );
+  printRows(rows1);
+  console.log(
+    `\nShutdown under wrk -t2 -c50 keep-alive load, SIGTERM after ~1.2 s, ${rounds} rounds`,
+  );
+  printRows(rows2);
+}
+
+const at = process.argv.indexOf('--child');
+if (at >= 0) {
+  await child(process.argv[at + 1] as Strategy);
+} else {
+  if (!hasWrk()) {
+    console.error('bench http: wrk not found (apt-get install wrk)');
+    process.exit(1);
+  }
+  const only = process.argv.find((a) => a.startsWith('--only='))?.slice(7);
+  if (!only || only === 'throughput') await throughput();
+  if (!only || only === 'shutdown') await shutdowns();
+}

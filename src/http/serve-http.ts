@@ -1,0 +1,773 @@
+/**
+ * `serveHttp`: a `node:http` server whose requests are quiesce tasks and whose shutdown is one
+ * budget split into phases — the HTTP counterpart of net's `serve`.
+ *
+ * Guarantees, and who keeps them:
+ * 1. Every request runs in its own cancel scope inside the server's task (a scope, not a
+ *    task: a task per request cost two thirds of the throughput): `currentSignal()` and every
+ *    checkpoint in the handler see it cancelled when the client goes away before the response
+ *    ends (`res` 'close' before `writableEnded`), at `requestTimeoutMs`, and at the drain
+ *    deadline; its `finally`/`bracket` cleanup runs in the cleanup window, which is the
+ *    cancel grace (`serveRequest`). Tasks a handler spawns are cancelled with its scope.
+ * 2. Shutdown = propagation (readiness fails, serving goes on; ends early once new connections
+ *    stop, if `propagationQuietMs` is set), drain (drain.js: `Connection: close`, no-race idle
+ *    closes, graceful closes), cancel grace (request tasks cancelled, then sockets destroyed).
+ *    The phases are checked against the budget at start-up (`resolveBudget`).
+ * 3. Cancelling the task that started the server is a graceful shutdown: requests are
+ *    shielded from that cancellation and drained with the configured phases (`#run`).
+ * 4. `shutdown()` resolves only when every socket and the listener are closed and every
+ *    handler has settled — one that ignores its cancellation is let go, and counted, one
+ *    cancel grace after its socket is gone (`#stop`).
+ * 5. Readiness and liveness probes (opt-in paths) answer as Kubernetes expects: readiness 503
+ *    while not ready (starting, or `setReady(false)`) and from the shutdown request on,
+ *    liveness 200 until the server stops (`#probe`).
+ */
+import http from 'node:http';
+import type https from 'node:https';
+import type { AddressInfo } from 'node:net';
+import {
+  ArgumentError,
+  cancelScope,
+  isCancellation,
+  now,
+  type ScopeHandle,
+  spawn,
+  type Task,
+  TaskGroup,
+} from '../core/index.ts';
+import {
+  addDeadline,
+  type CancelScope,
+  type Ctx,
+  current,
+  type Deadline,
+  removeDeadline,
+  report,
+  runIn,
+} from '../core/internal.ts';
+import type { Listener } from '../net/index.ts';
+import { attachDrain, type DrainHandle, type DrainOptions, type DrainReport } from './drain.js';
+import { ShutdownBudgetError } from './errors.ts';
+
+/** What handles a request: a plain `(req, res)` listener, an Express app, Koa's `app.callback()`, … */
+export type RequestListener = (req: http.IncomingMessage, res: http.ServerResponse) => unknown;
+
+/** Where to serve: a TCP port, a quiesce/net `Listener` (unix path, inherited fd), or a node server as it is. */
+export type ServeTarget =
+  | { port: number; host?: string; backlog?: number }
+  | { listener: Listener }
+  | http.Server
+  | https.Server;
+
+/** The environment variable a shutdown budget is read from when the option is not given. */
+export const SHUTDOWN_BUDGET_ENV = 'QUIESCE_SHUTDOWN_BUDGET_SECONDS';
+
+/** Options for `serveHttp`. */
+export interface ServeHttpOptions extends DrainOptions {
+  /** A name for diagnostics and the task tree. Default: `http-<n>`. */
+  name?: string;
+  /**
+   * The whole shutdown, propagation + drain + cancel grace, in ms. Default: from
+   * `QUIESCE_SHUTDOWN_BUDGET_SECONDS` (seconds) when set, else none (the drain then takes
+   * `drainTimeoutMs`). With a budget, `drainTimeoutMs` defaults to what is left of it.
+   */
+  shutdownBudgetMs?: number;
+  /** Phase 1: readiness fails while serving goes on, so load balancers stop sending. Default: 0. */
+  propagationMs?: number;
+  /** Phase 1 ends early once no new connection arrived for this long. Default: none (the whole `propagationMs`). */
+  propagationQuietMs?: number;
+  /** Phase 2: how long in-flight requests may take. Default: 30000, or the budget's rest. */
+  drainTimeoutMs?: number;
+  /** Phase 3: after the drain deadline cancels requests, how long their cleanup may take before sockets are destroyed. Default: 2000. */
+  cancelGraceMs?: number;
+  /** A deadline per request, from its start: the request task is cancelled then. Default: none. */
+  requestTimeoutMs?: number;
+  /** Path answering the readiness probe (`/readyz`, say). Default: none. */
+  readinessPath?: string;
+  /** Path answering the liveness probe (`/livez`, say). Default: none. */
+  livenessPath?: string;
+  /** Whether readiness passes from the start; `false` until `setReady(true)`. Default: true. */
+  startReady?: boolean;
+  /** Sets the node server's `keepAliveTimeout` (ms). Default: node's (5000), or left as it is for an adopted server. */
+  keepAliveTimeoutMs?: number;
+  /** The idle timeout of the load balancer in front: a warning if `keepAliveTimeout` is not above it. Default: none. */
+  loadBalancerIdleTimeoutMs?: number;
+  /**
+   * Where a handler's error goes (a thrown or rejected listener). Default: a
+   * `QUIESCE_HANDLER_ERROR` diagnostic. A 500 is sent when no header was written yet.
+   */
+  onError?: (error: unknown, req: http.IncomingMessage) => unknown;
+}
+
+/** Options for `server.shutdown`. */
+export interface HttpShutdownOptions {
+  /** The drain phase's deadline. Default: the server's `drainTimeoutMs`. */
+  drainTimeoutMs?: number;
+}
+
+/** What a stopped server reports: the drain engine's report plus the phases. */
+export interface HttpShutdownReport extends DrainReport {
+  /** Time spent in the propagation phase. */
+  readonly propagationMs: number;
+  /** Request tasks still running at the drain deadline, and cancelled there. */
+  readonly requestsCancelled: number;
+  /** Handlers whose promise had not settled when their socket was gone (their cancellation ignored). */
+  readonly handlersAbandoned: number;
+  /** From the shutdown request to the last socket closed, all phases, in ms. */
+  readonly totalMs: number;
+}
+
+/** The shutdown phases as resolved at start-up. */
+export interface ShutdownPhases {
+  readonly budgetMs: number | undefined;
+  readonly propagationMs: number;
+  readonly drainTimeoutMs: number;
+  readonly cancelGraceMs: number;
+}
+
+/** Where a server is in its life. */
+export type HttpServerState = 'serving' | 'propagating' | 'draining' | 'stopped';
+
+let serverIds = 1;
+
+function msOption(name: string, v: unknown, dflt: number, min = 0): number {
+  if (v === undefined) return dflt;
+  if (typeof v !== 'number' || Number.isNaN(v) || v < min) {
+    throw new ArgumentError(`serveHttp: ${name} must be a number >= ${min}, got ${String(v)}`);
+  }
+  return v;
+}
+
+/**
+ * Resolves the phases of one shutdown budget (option, else the environment), or throws
+ * `ShutdownBudgetError` naming the phases that do not fit.
+ * **Cancellation**: synchronous.
+ * @example
+ * resolveBudget({ shutdownBudgetMs: 30_000, propagationMs: 5000 }, {});
+ * // { budgetMs: 30000, propagationMs: 5000, drainTimeoutMs: 23000, cancelGraceMs: 2000 }
+ */
+export function resolveBudget(
+  o: Pick<
+    ServeHttpOptions,
+    'shutdownBudgetMs' | 'propagationMs' | 'drainTimeoutMs' | 'cancelGraceMs'
+  >,
+  env: Record<string, string | undefined> = process.env,
+): ShutdownPhases {
+  let budgetMs = o.shutdownBudgetMs;
+  if (budgetMs === undefined && env[SHUTDOWN_BUDGET_ENV] !== undefined) {
+    const raw = env[SHUTDOWN_BUDGET_ENV]!;
+    const s = Number(raw);
+    if (raw.trim() === '' || !Number.isFinite(s) || s <= 0) {
+      throw new ShutdownBudgetError(
+        `${SHUTDOWN_BUDGET_ENV} must be a number of seconds > 0 (Kubernetes' terminationGracePeriodSeconds), got '${raw}'`,
+      );
+    }
+    budgetMs = s * 1000;
+  } else if (budgetMs !== undefined) {
+    msOption('shutdownBudgetMs', budgetMs, 0);
+  }
+  const propagationMs = msOption('propagationMs', o.propagationMs, 0);
+  const cancelGraceMs = msOption('cancelGraceMs', o.cancelGraceMs, 2000);
+  if (budgetMs === undefined) {
+    return {
+      budgetMs,
+      propagationMs,
+      drainTimeoutMs: msOption('drainTimeoutMs', o.drainTimeoutMs, 30_000),
+      cancelGraceMs,
+    };
+  }
+  const rest = budgetMs - propagationMs - cancelGraceMs;
+  const drainTimeoutMs = msOption('drainTimeoutMs', o.drainTimeoutMs, rest);
+  if (rest <= 0 || drainTimeoutMs > rest) {
+    throw new ShutdownBudgetError(
+      `the shutdown budget of ${budgetMs} ms cannot hold propagationMs ${propagationMs} + ` +
+        `drainTimeoutMs ${o.drainTimeoutMs ?? '(the rest)'} + cancelGraceMs ${cancelGraceMs}: ` +
+        'shorten a phase or raise the budget',
+    );
+  }
+  return { budgetMs, propagationMs, drainTimeoutMs, cancelGraceMs };
+}
+
+/**
+ * A running HTTP server whose requests are tasks. Made by `serveHttp`.
+ * `await using server = await serveHttp(...)` shuts it down gracefully at scope exit.
+ */
+export class HttpServer implements AsyncDisposable {
+  readonly name: string;
+  /** The node server (created, or the one adopted). */
+  readonly server: http.Server | https.Server;
+  /** The shutdown phases, as checked at start-up. */
+  readonly phases: ShutdownPhases;
+  readonly #app: RequestListener | null;
+  readonly #listener: Listener | null;
+  readonly #drainer: DrainHandle;
+  readonly #o: ServeHttpOptions;
+  #state: HttpServerState = 'serving';
+  #ready: boolean;
+  #task!: Task<HttpShutdownReport>;
+  #group!: TaskGroup;
+  #groupCtx!: Ctx;
+  // Requests whose scope is open: from the 'request' event to its response's close (and its
+  // handler's promise settling, or being abandoned). Invariant: #running === number of
+  // #serveRequest calls that have not reached their finally.
+  #running = 0;
+  #idleWaiter: (() => void) | null = null;
+  #stopRequested = false;
+  #drainMs: number;
+  #wakeStop: (() => void) | null = null;
+  #cutPropagation: (() => void) | null = null;
+  #adopted: RequestListener | null = null;
+  readonly #scopeOptions: { timeoutMs?: number };
+  // Handlers whose response is closed but whose promise has not settled, waiting for the end
+  // of the drain to be let go. Invariant: empty, and never added to, once #released.
+  readonly #parked = new Set<() => void>();
+  #released = false;
+  #abandoned = 0;
+  #cancelledAtDeadline = 0;
+  readonly #onRequest: (req: http.IncomingMessage, res: http.ServerResponse) => void;
+
+  /** @internal use `serveHttp`. */
+  constructor(
+    server: http.Server | https.Server,
+    app: RequestListener | null,
+    listener: Listener | null,
+    phases: ShutdownPhases,
+    o: ServeHttpOptions,
+  ) {
+    this.name = o.name ?? `http-${serverIds++}`;
+    this.server = server;
+    this.#app = app;
+    this.#listener = listener;
+    this.phases = phases;
+    this.#drainMs = phases.drainTimeoutMs;
+    this.#o = o;
+    this.#ready = o.startReady ?? true;
+    this.#scopeOptions = o.requestTimeoutMs === undefined ? {} : { timeoutMs: o.requestTimeoutMs };
+    this.#drainer = attachDrain(server, {
+      minIdleMs: o.minIdleMs,
+      lingerMs: o.lingerMs,
+      lingerMaxBytes: o.lingerMaxBytes,
+      onUpgraded: o.onUpgraded,
+    });
+    const probes = o.readinessPath !== undefined || o.livenessPath !== undefined;
+    this.#onRequest = probes
+      ? (req, res) => {
+          if (!this.#probe(req, res)) this.#spawnRequest(req, res);
+        }
+      : (req, res) => this.#spawnRequest(req, res);
+  }
+
+  /** The bound TCP port (undefined for a unix socket). */
+  get port(): number | undefined {
+    if (this.#listener) return this.#listener.port;
+    const a = this.server.address();
+    return a !== null && typeof a === 'object' ? (a as AddressInfo).port : undefined;
+  }
+
+  /** `'serving'`, then `'propagating'` and `'draining'` during a shutdown, then `'stopped'`. */
+  get state(): HttpServerState {
+    return this.#state;
+  }
+
+  /** True once a shutdown was requested. */
+  get draining(): boolean {
+    return this.#state !== 'serving';
+  }
+
+  /** Aborted when the drain phase begins (end SSE streams and long polls on it). */
+  get drainSignal(): AbortSignal {
+    return this.#drainer.drainSignal;
+  }
+
+  /** Whether the readiness probe passes now. */
+  get ready(): boolean {
+    return this.#ready && this.#state === 'serving';
+  }
+
+  /** Marks the server ready or not for the readiness probe (a shutdown makes it fail for good). */
+  setReady(ready: boolean): void {
+    this.#ready = ready;
+  }
+
+  /** Connections by state, and counts since the start (the drain engine's stats), plus request tasks running. */
+  stats(): ReturnType<DrainHandle['stats']> & { readonly requestsRunning: number } {
+    return { ...this.#drainer.stats(), requestsRunning: this.#running };
+  }
+
+  /** @internal starts the server task and takes the requests. */
+  start(): void {
+    this.#task = spawn(() => this.#run(), { name: this.name });
+    const s = this.server;
+    if (this.#app) {
+      s.on('request', this.#onRequest);
+    } else {
+      // An adopted server keeps its own request listeners; they run inside request tasks.
+      const own = s.listeners('request') as RequestListener[];
+      s.removeAllListeners('request');
+      const app: RequestListener = (req, res) => {
+        for (const l of own) l.call(s, req, res);
+      };
+      this.#adopted = app;
+      s.on('request', this.#onRequest);
+    }
+    if (this.#listener) {
+      this.#listener.attach((socket) => {
+        s.emit('connection', socket);
+        socket.resume();
+      });
+    }
+  }
+
+  async #run(): Promise<HttpShutdownReport> {
+    const ctx = current();
+    // Requests live behind a shield: cancelling the task that started the server must drain
+    // them (guarantee 3), not cut them off; the group's own scope still cancels them.
+    // Requests live behind a shield: cancelling the task that started the server must drain
+    // them (guarantee 3), not cut them off. The group is the parent scope of every request's
+    // scope; its cleanup window is the cancel grace.
+    this.#group = new TaskGroup({
+      name: `${this.name}/requests`,
+      shield: true,
+      cleanupTimeoutMs: this.phases.cancelGraceMs,
+    });
+    this.#groupCtx = { task: ctx.task, scope: this.#group.scope, mask: ctx.mask };
+    const signal = ctx.scope.signal();
+    const onAbort = () => this.#requestStop(this.#drainMs);
+    try {
+      await new Promise<void>((resolve) => {
+        this.#wakeStop = resolve;
+        if (this.#stopRequested) resolve();
+        else if (signal.aborted) onAbort();
+        else signal.addEventListener('abort', onAbort, { once: true });
+      });
+    } finally {
+      signal.removeEventListener('abort', onAbort);
+    }
+    try {
+      return await this.#stop();
+    } finally {
+      this.#group.dispose();
+    }
+  }
+
+  #requestStop(drainMs: number): void {
+    if (this.#stopRequested) {
+      // A second request: no more waiting for propagation, and maybe an earlier deadline.
+      this.#cutPropagation?.();
+      if (drainMs < this.#drainMs) this.#drainMs = drainMs;
+      if (this.#state === 'draining') void this.#drainer.drain({ deadlineMs: drainMs });
+      return;
+    }
+    this.#stopRequested = true;
+    this.#state = 'propagating'; // readiness fails from the request on
+    this.#drainMs = drainMs;
+    this.#wakeStop?.();
+  }
+
+  #spawnRequest(req: http.IncomingMessage, res: http.ServerResponse): void {
+    this.#running++;
+    // In the requests' context, whatever context node:http emits the request in.
+    runIn(this.#groupCtx, serveOne, { server: this, req, res });
+  }
+
+  /** @internal the request's life, in its own cancel scope (guarantee 1). */
+  async serveRequest(req: http.IncomingMessage, res: http.ServerResponse): Promise<void> {
+    try {
+      await cancelScope((scope) => this.#inScope(scope, req, res), this.#scopeOptions);
+    } catch (e) {
+      // Only an error of #failed itself, or the group's cancellation raised after the
+      // response closed, can land here; both are over.
+      if (!isCancellation(e)) this.#reportError(e, req, current());
+    } finally {
+      if (--this.#running === 0 && this.#idleWaiter) this.#idleWaiter();
+    }
+  }
+
+  async #inScope(scope: ScopeHandle, req: http.IncomingMessage, res: http.ServerResponse) {
+    // A lazily built promise would save little: every request waits for its close.
+    const closed = new Promise<void>((resolve) => {
+      res.once('close', () => {
+        if (!res.writableEnded) scope.cancel('client gone');
+        resolve();
+      });
+    });
+    try {
+      const r = (this.#app ?? this.#adopted!)(req, res);
+      if (isThenable(r)) await this.#settledOrAbandoned(r, closed);
+    } catch (e) {
+      this.#failed(e, req, res, current());
+    }
+    await closed;
+  }
+
+  /**
+   * Waits for the handler's promise; once its response is closed and the drain is over, stops
+   * waiting (the handler ignored its cancellation) and counts it as abandoned.
+   */
+  #settledOrAbandoned(r: PromiseLike<unknown>, closed: Promise<void>): Promise<void> {
+    return new Promise<void>((resolve, reject) => {
+      let settled = false;
+      const letGo = () => {
+        if (settled) return;
+        settled = true;
+        this.#abandoned++;
+        resolve();
+      };
+      r.then(
+        () => {
+          settled = true;
+          this.#parked.delete(letGo);
+          resolve();
+        },
+        (e: unknown) => {
+          settled = true;
+          this.#parked.delete(letGo);
+          reject(e);
+        },
+      );
+      closed.then(() => {
+        if (settled) return;
+        if (this.#released) letGo();
+        else this.#parked.add(letGo);
+      });
+    });
+  }
+
+  #failed(e: unknown, req: http.IncomingMessage, res: http.ServerResponse, ctx: Ctx): void {
+    if (isCancellation(e)) {
+      // Cancelled and nothing sent: say so, and do not keep the connection.
+      if (!res.headersSent && !res.destroyed) {
+        res.shouldKeepAlive = false;
+        res.statusCode = 503;
+        res.end();
+      } else if (!res.writableEnded) {
+        res.destroy();
+      }
+      return;
+    }
+    if (!res.headersSent && !res.destroyed) {
+      res.statusCode = 500;
+      res.end();
+    } else if (!res.writableEnded) {
+      res.destroy();
+    }
+    const onError = this.#o.onError;
+    try {
+      if (onError) {
+        const r = onError(e, req);
+        if (isThenable(r)) Promise.resolve(r).catch((err) => this.#reportError(err, req, ctx));
+      } else {
+        this.#reportError(e, req, ctx);
+      }
+    } catch (err) {
+      this.#reportError(err, req, ctx);
+    }
+  }
+
+  #reportError(error: unknown, req: http.IncomingMessage, ctx: Ctx): void {
+    report({
+      code: 'QUIESCE_HANDLER_ERROR',
+      message: `handler of ${this.name} failed on ${req.method} ${req.url}`,
+      task: ctx.task?.name,
+      error,
+    });
+  }
+
+  /** Answers a probe path; false when `req` is not one. */
+  #probe(req: http.IncomingMessage, res: http.ServerResponse): boolean {
+    const url = req.url ?? '';
+    const path = url.includes('?') ? url.slice(0, url.indexOf('?')) : url;
+    let ok: boolean;
+    if (path === this.#o.readinessPath) ok = this.ready;
+    else if (path === this.#o.livenessPath) ok = this.#state !== 'stopped';
+    else return false;
+    const body = ok ? 'ok\n' : this.#state === 'serving' ? 'not ready\n' : 'draining\n';
+    res.writeHead(ok ? 200 : 503, {
+      'content-type': 'text/plain; charset=utf-8',
+      'cache-control': 'no-store',
+      'content-length': Buffer.byteLength(body),
+    });
+    res.end(req.method === 'HEAD' ? undefined : body);
+    return true;
+  }
+
+  /** Phase 1: readiness fails; serving goes on until `propagationMs`, or until quiet. */
+  async #propagate(): Promise<void> {
+    const total = this.phases.propagationMs;
+    if (total <= 0) return;
+    const quiet = this.#o.propagationQuietMs;
+    const end = now() + total;
+    await new Promise<void>((resolve) => {
+      let d: Deadline | null = null;
+      let seen = this.#drainer.stats().accepted;
+      const finish = () => {
+        if (d) removeDeadline(d);
+        d = null;
+        this.#cutPropagation = null;
+        resolve();
+      };
+      const arm = () => {
+        const left = end - now();
+        if (left <= 0) return finish();
+        const step = quiet === undefined ? left : Math.min(left, quiet);
+        d = addDeadline(now() + step, () => {
+          d = null;
+          const accepted = this.#drainer.stats().accepted;
+          if (quiet !== undefined && accepted === seen) return finish();
+          seen = accepted;
+          arm();
+        });
+      };
+      this.#cutPropagation = finish;
+      arm();
+    });
+  }
+
+  async #stop(): Promise<HttpShutdownReport> {
+    const t0 = now();
+    this.#state = 'propagating';
+    await this.#propagate();
+    const propagationMs = now() - t0;
+    this.#state = 'draining';
+    const listener = this.#listener;
+    const group = this.#group;
+    const drained = this.#drainer.drain({
+      deadlineMs: this.#drainMs,
+      graceMs: this.phases.cancelGraceMs,
+      closeListener: listener === null,
+      onDeadline: () => {
+        this.#cancelledAtDeadline = this.#running;
+        const scope: CancelScope = group.scope;
+        scope.cancel({ kind: 'shutdown', reason: 'drain deadline', at: now() });
+      },
+    });
+    const listenerClosed = listener ? this.#closeListener(listener) : Promise.resolve();
+    const d = await drained;
+    await listenerClosed;
+    // Every socket is closed, so every response is: a task still running is a handler that
+    // ignored its cancellation; let it go (guarantee 4).
+    // Handlers still cleaning up after their response get one more cancel grace, then the
+    // ones that ignore their cancellation are let go (guarantee 4).
+    if (this.#running > 0) {
+      await new Promise<void>((resolve) => {
+        const d = addDeadline(now() + this.phases.cancelGraceMs, () => {
+          this.#idleWaiter = null;
+          resolve();
+        });
+        this.#idleWaiter = () => {
+          removeDeadline(d);
+          this.#idleWaiter = null;
+          resolve();
+        };
+      });
+    }
+    this.#released = true;
+    for (const letGo of [...this.#parked]) letGo();
+    this.#parked.clear();
+    if (this.#running > 0) await new Promise<void>((r) => (this.#idleWaiter = r));
+    group.close();
+    this.#state = 'stopped';
+    this.server.off('request', this.#onRequest);
+    return {
+      ...d,
+      propagationMs,
+      requestsCancelled: this.#cancelledAtDeadline,
+      handlersAbandoned: this.#abandoned,
+      totalMs: now() - t0,
+    };
+  }
+
+  /** For a net `Listener`: keep accepting until the kernel's queue is quiet, then close. */
+  async #closeListener(listener: Listener): Promise<void> {
+    const until = performance.now() + 1000;
+    await nextTurn();
+    let seen: number;
+    do {
+      seen = this.#drainer.stats().accepted;
+      await nextTurn();
+    } while (seen !== this.#drainer.stats().accepted && performance.now() < until);
+    await listener.close();
+  }
+
+  /**
+   * Shuts the server down gracefully — propagation, drain, cancel grace — and returns its
+   * report once every socket is closed. The first call starts it; a later call skips what is
+   * left of the propagation and may bring the drain deadline forward.
+   * **Cancellation**: the request is made at once and stands; the wait is a blocking
+   * checkpoint (a cancelled caller stops waiting while the server finishes on its own).
+   * @example
+   * const report = await server.shutdown({ drainTimeoutMs: 10_000 });
+   */
+  shutdown(options?: HttpShutdownOptions): Promise<HttpShutdownReport> {
+    const ms = options?.drainTimeoutMs ?? this.#drainMs;
+    if (typeof ms !== 'number' || Number.isNaN(ms)) {
+      throw new ArgumentError('shutdown: drainTimeoutMs must be a number');
+    }
+    this.#requestStop(ms);
+    return this.#task.wait();
+  }
+
+  /**
+   * Waits until the server has stopped and returns its report.
+   * **Cancellation**: a blocking checkpoint; when the caller is the task that started the
+   * server, its cancellation is also the server's graceful shutdown.
+   * @example
+   * await run(async () => { const s = await serveHttp(app, { port: 8080 }); await s.wait(); });
+   */
+  wait(): Promise<HttpShutdownReport> {
+    return this.#task.wait();
+  }
+
+  /** Shuts down gracefully with the configured phases (`await using`). */
+  async [Symbol.asyncDispose](): Promise<void> {
+    await this.shutdown();
+  }
+}
+
+function serveOne(a: {
+  server: HttpServer;
+  req: http.IncomingMessage;
+  res: http.ServerResponse;
+}): Promise<void> {
+  return a.server.serveRequest(a.req, a.res);
+}
+
+function isThenable(v: unknown): v is PromiseLike<unknown> {
+  return (
+    v !== null &&
+    (typeof v === 'object' || typeof v === 'function') &&
+    typeof (v as { then?: unknown }).then === 'function'
+  );
+}
+
+function nextTurn(): Promise<void> {
+  return new Promise<void>((resolve) => setImmediate(resolve));
+}
+
+function isNodeServer(t: unknown): t is http.Server {
+  return (
+    t !== null &&
+    typeof t === 'object' &&
+    typeof (t as http.Server).listen === 'function' &&
+    typeof (t as http.Server).on === 'function' &&
+    'keepAliveTimeout' in (t as object)
+  );
+}
+
+/**
+ * Serves HTTP: every request runs `app(req, res)` as a quiesce task, and the server shuts down
+ * without losing a request (propagation, drain, cancel grace). Resolves once it listens; the
+ * server runs as a child task of the caller until `shutdown()` or the caller's cancellation.
+ * `app` is any node request listener — an Express app, `koa.callback()`, Hono's
+ * `getRequestListener(app.fetch)`, Fastify's `routing` — or `null` with an adopted server, to
+ * keep its own request listeners.
+ * **Cancellation**: not a checkpoint. Cancelling the calling task shuts the server down
+ * gracefully (guarantee 3).
+ * @example
+ * await run(async () => {
+ *   const server = await serveHttp((req, res) => res.end('hello\n'), { port: 8080 });
+ *   await server.wait(); // SIGTERM: fail readiness, drain, exit 143
+ * });
+ */
+export async function serveHttp(
+  app: RequestListener | null,
+  target: ServeTarget,
+  options?: ServeHttpOptions,
+): Promise<HttpServer> {
+  if (app !== null && typeof app !== 'function') {
+    throw new ArgumentError(
+      'serveHttp(app, target): app must be a request listener (req, res) => …, or null to keep an adopted server’s own',
+    );
+  }
+  const o = options ?? {};
+  const phases = resolveBudget(o);
+  msOption('requestTimeoutMs', o.requestTimeoutMs, 0, 1);
+  if (o.propagationQuietMs !== undefined)
+    msOption('propagationQuietMs', o.propagationQuietMs, 0, 1);
+  for (const p of ['readinessPath', 'livenessPath'] as const) {
+    const v = o[p];
+    if (v !== undefined && (typeof v !== 'string' || !v.startsWith('/'))) {
+      throw new ArgumentError(`serveHttp: ${p} must be a path starting with '/', got ${String(v)}`);
+    }
+  }
+  if (o.onError !== undefined && typeof o.onError !== 'function') {
+    throw new ArgumentError(`serveHttp: onError must be a function, got ${String(o.onError)}`);
+  }
+  let server: http.Server | https.Server;
+  let listener: Listener | null = null;
+  let listen: (() => Promise<void>) | null = null;
+  if (isNodeServer(target)) {
+    server = target;
+    if (app !== null && server.listenerCount('request') > 0) {
+      throw new ArgumentError(
+        'serveHttp(app, server): the server already has a request listener; pass null as app to keep it',
+      );
+    }
+    if (!server.listening) {
+      throw new ArgumentError(
+        'serveHttp(app, server): an adopted server must already listen (or pass { port } instead)',
+      );
+    }
+  } else if (target !== null && typeof target === 'object' && 'listener' in target) {
+    listener = target.listener;
+    if (!listener || typeof listener.attach !== 'function') {
+      throw new ArgumentError(
+        'serveHttp(app, { listener }): listener must come from quiesce/net listen()',
+      );
+    }
+    if (listener.taken || listener.closed) {
+      throw new ArgumentError(
+        'serveHttp(app, { listener }): this listener is closed or already served',
+      );
+    }
+    if (app === null) throw new ArgumentError('serveHttp(null, { listener }): app is required');
+    server = http.createServer();
+  } else if (target !== null && typeof target === 'object' && 'port' in target) {
+    const { port, host, backlog } = target;
+    if (!Number.isInteger(port) || port < 0 || port > 65535) {
+      throw new ArgumentError(`serveHttp: port must be an integer 0-65535, got ${String(port)}`);
+    }
+    if (app === null) throw new ArgumentError('serveHttp(null, { port }): app is required');
+    server = http.createServer();
+    listen = () =>
+      new Promise<void>((resolve, reject) => {
+        const onError = (e: NodeJS.ErrnoException) => {
+          reject(
+            new ArgumentError(
+              `serveHttp: cannot listen on ${host ?? '*'}:${port}: ${e.code ?? e.message}${
+                e.code === 'EADDRINUSE' ? ' (another process listens there)' : ''
+              }`,
+            ),
+          );
+        };
+        server.once('error', onError);
+        server.listen({ port, host, backlog }, () => {
+          server.off('error', onError);
+          resolve();
+        });
+      });
+  } else {
+    throw new ArgumentError(
+      'serveHttp(app, target): target must be { port, host? }, { listener }, or an http/https Server',
+    );
+  }
+  if (o.keepAliveTimeoutMs !== undefined) {
+    server.keepAliveTimeout = msOption('keepAliveTimeoutMs', o.keepAliveTimeoutMs, 5000);
+  }
+  const lb = o.loadBalancerIdleTimeoutMs;
+  if (lb !== undefined) {
+    msOption('loadBalancerIdleTimeoutMs', lb, 0);
+    if (server.keepAliveTimeout !== 0 && server.keepAliveTimeout <= lb) {
+      process.emitWarning(
+        `keepAliveTimeout (${server.keepAliveTimeout} ms) is not above the load balancer's idle timeout (${lb} ms): ` +
+          `the server may close a connection just as the load balancer reuses it (a 502). ` +
+          `Set keepAliveTimeoutMs to ${lb + 1000} or more.`,
+        { code: 'QUIESCE_KEEPALIVE_TIMEOUT', type: 'QuiesceWarning' },
+      );
+    }
+  }
+  const s = new HttpServer(server, app, listener, phases, o);
+  if (listen) await listen();
+  s.start();
+  return s;
+}
