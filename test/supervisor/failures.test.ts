@@ -138,11 +138,8 @@ function setOpenFileLimit(pid: number, soft: number | null): void {
   assert.equal(r.status, 0, String(r.stderr));
 }
 
-const python = spawnSync('python3', ['--version']).status === 0;
-
 test('a worker that cannot be spawned (EMFILE) fails the reload with exit 1; the supervisor and the old generation live on', {
   timeout: 30_000,
-  skip: !python && 'needs python3 (prlimit)',
 }, async (t) => {
   const dir = tempDir(t);
   const sup = await startSupervisor({ t, dir, args: ['--workers', '2'] });
