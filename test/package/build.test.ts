@@ -1,6 +1,6 @@
 import assert from 'node:assert/strict';
 import { execFile } from 'node:child_process';
-import { existsSync, mkdtempSync, readFileSync, rmSync } from 'node:fs';
+import { existsSync, mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { test } from 'node:test';
@@ -36,4 +36,56 @@ test('the build emits .js and .d.ts for every public subpath, and each one loads
   } finally {
     rmSync(out, { recursive: true, force: true });
   }
+});
+
+/** Every `.d.ts` file under `dir`. */
+function declarations(dir: string): string[] {
+  return readdirSync(dir, { recursive: true, encoding: 'utf8' })
+    .filter((f) => f.endsWith('.d.ts'))
+    .map((f) => join(dir, f));
+}
+
+test('@internal members do not ship in the .d.ts (stripInternal), and the shipped declarations type-check', {
+  timeout: 120_000,
+}, async (t) => {
+  const out = mkdtempSync(join(tmpdir(), 'quiesce-dts-'));
+  t.after(() => rmSync(out, { recursive: true, force: true }));
+  const tsc = join(root, 'node_modules/.bin/tsc');
+  await run(tsc, ['-p', join(root, 'tsconfig.build.json'), '--outDir', out], { cwd: root });
+  const files = declarations(out);
+  assert.ok(files.length > 20, `only ${files.length} declaration files`);
+  for (const f of files) {
+    assert.doesNotMatch(readFileSync(f, 'utf8'), /@internal/, `${f} ships an @internal member`);
+  }
+  // Members marked @internal in the sources, from several parts: none is declared.
+  const text = (rel: string) => readFileSync(join(out, rel), 'utf8');
+  assert.doesNotMatch(text('net/listener.d.ts'), /bindUnixPath|attach\(|get taken\(\)/);
+  assert.doesNotMatch(text('supervisor/options.d.ts'), /function normalize|interface Settings/);
+  assert.match(text('supervisor/options.d.ts'), /supervisorDefaults/);
+  await t.test(
+    'a strict consumer (skipLibCheck off) type-checks the shipped declarations',
+    {
+      todo: 'core/task.d.ts and core/internal.d.ts refer to core members marked @internal',
+    },
+    async () => {
+      writeFileSync(
+        join(out, 'tsconfig.json'),
+        JSON.stringify({
+          compilerOptions: {
+            noEmit: true,
+            strict: true,
+            skipLibCheck: false,
+            module: 'nodenext',
+            moduleResolution: 'nodenext',
+            target: 'es2024',
+            lib: ['es2024', 'esnext.disposable'],
+            types: ['node'],
+            typeRoots: [join(root, 'node_modules/@types')],
+          },
+          include: ['**/*.d.ts'],
+        }),
+      );
+      await run(tsc, ['-p', join(out, 'tsconfig.json')], { cwd: out });
+    },
+  );
 });
