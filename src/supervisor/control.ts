@@ -25,6 +25,7 @@ import { dirname } from 'node:path';
 import { adopt, cancelScope, isCancellation, type ScopeHandle, TaskGroup } from '../core/index.ts';
 import { ListenError, type Connection, listen, serve } from '../net/index.ts';
 import { Event } from '../sync/event.ts';
+import { MAX_UNIX_PATH } from './address.ts';
 import { ControlSocketError } from './errors.ts';
 import { ensurePrivateDir, trustProblem } from './runtime-dir.ts';
 
@@ -248,6 +249,11 @@ export async function controlRequest(
   req: ControlRequest,
   options?: ControlRequestOptions,
 ): Promise<ControlResponse> {
+  if (Buffer.byteLength(path) > MAX_UNIX_PATH) {
+    throw new ControlSocketError(
+      `${path} is ${Buffer.byteLength(path)} bytes, more than the ${MAX_UNIX_PATH} a unix socket allows`,
+    );
+  }
   const distrust = trustProblem(path);
   if (distrust) throw new ControlSocketError(distrust);
   return adopt(
