@@ -309,7 +309,10 @@ test('runtime-directory mistakes are one line each: a --control past 107 bytes (
   assert.equal(ownLines(long.stderr).length, 1, long.stderr);
   const client = await runCli(['status', '--control', `${dir}/${'x'.repeat(120)}.sock`]);
   assert.equal(client.code, 1);
-  assert.match(client.stderr, /^quiesce: .* is \d+ bytes, more than the 107 a unix socket allows\n$/);
+  assert.match(
+    client.stderr,
+    /^quiesce: .* is \d+ bytes, more than the 107 a unix socket allows\n$/,
+  );
 
   const missing = join(dir, 'no-such-runtime-dir');
   const m = await run([], { XDG_RUNTIME_DIR: missing });
