@@ -1,5 +1,5 @@
 /**
- * An HTTP server as a quiesce worker: reload it under load and no request fails.
+ * An HTTP server as a quiesce worker: reload it under load, keep-alive on, and no request fails.
  *
  *   npm run quiesce -- run --listen 127.0.0.1:8080 --workers 2 -- node examples/http-worker.ts
  *   curl http://127.0.0.1:8080/             # hello from generation 1, pid …
@@ -14,45 +14,37 @@
  *    run alone, it listens on $PORT (default 8080) instead.
  * 2. It says `READY=1` only once it listens (`notifyReady`), so the supervisor drains the old
  *    generation only when this one can answer.
- * 3. On SIGTERM it stops accepting, lets in-flight requests finish, and exits 0.
+ * 3. Keep-alive stays on: on SIGTERM quiesce/http drains it — every response from then on says
+ *    `Connection: close`, idle connections are closed only when the client cannot be sending
+ *    on them, in-flight requests finish — then it exits (143).
  */
-import * as http from 'node:http';
-import type { AddressInfo } from 'node:net';
-import { inheritedSockets } from '../src/net/index.ts';
+import { run } from '../src/core/index.ts';
+import { serveHttp } from '../src/http/index.ts';
+import { listenInherited } from '../src/net/index.ts';
 import { notifyReady, supervisedWorker } from '../src/supervisor/index.ts';
 
 const me = supervisedWorker();
 
-const server = http.createServer((req, res) => {
-  const delay = Number(new URL(req.url ?? '/', 'http://localhost').searchParams.get('delay') ?? 0);
-  setTimeout(
-    () => {
-      res.setHeader('content-type', 'text/plain');
-      res.end(`hello from generation ${me?.generation ?? 0}, pid ${process.pid}\n`);
+await run(async () => {
+  // The socket handed over the systemd way (LISTEN_FDS, checked against LISTEN_PID), or $PORT.
+  const listener = await listenInherited(undefined, {
+    fallback: { host: '127.0.0.1', port: Number(process.env.PORT ?? 8080) },
+  });
+  const server = await serveHttp(
+    (req, res) => {
+      const url = new URL(req.url ?? '/', 'http://localhost');
+      const delay = Math.min(Math.max(Number(url.searchParams.get('delay') ?? 0) || 0, 0), 10_000);
+      setTimeout(() => {
+        res.setHeader('content-type', 'text/plain');
+        res.end(`hello from generation ${me?.generation ?? 0}, pid ${process.pid}\n`);
+      }, delay);
     },
-    Math.min(Math.max(delay, 0) || 0, 10_000),
+    { listener },
+    { drainTimeoutMs: 10_000 },
   );
-});
-
-// The sockets handed over the systemd way (LISTEN_FDS, checked against LISTEN_PID).
-const [inherited] = inheritedSockets();
-const where = inherited
-  ? { fd: inherited.fd }
-  : { host: '127.0.0.1', port: Number(process.env.PORT ?? 8080) };
-
-server.listen(where, async () => {
   const told = await notifyReady();
   if (!told.supervisor && !told.systemd) {
-    const { port } = server.address() as AddressInfo;
-    console.log(`http-worker: not supervised; listening on http://127.0.0.1:${port}/`);
+    console.log(`http-worker: not supervised; listening on http://127.0.0.1:${server.port}/`);
   }
+  await server.wait();
 });
-
-for (const signal of ['SIGTERM', 'SIGINT'] as const) {
-  process.once(signal, () => {
-    // Stop accepting; the supervisor's copy of the socket keeps the port open for the next
-    // generation. In-flight requests finish; idle keep-alive connections close now.
-    server.close(() => process.exit(0));
-    server.closeIdleConnections();
-  });
-}
