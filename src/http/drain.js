@@ -50,6 +50,12 @@ import diagnosticsChannel from 'node:diagnostics_channel';
  * @property {(socket: Socket, req: IncomingMessage) => void} [onUpgraded] Called at drain start
  *   (or at the upgrade, if already draining) for each upgraded connection (WebSocket, CONNECT):
  *   send a close frame (1001) and end it. Left open, it is destroyed at the final deadline.
+ * @property {boolean} [interceptClose] For an app that closes the server itself: its
+ *   `server.close(cb)` starts `drain({ deadlineMs: closeDeadlineMs })` instead (and `cb` runs
+ *   when the server has closed, as node's does), and `closeIdleConnections()` does nothing
+ *   once draining (node's destroys connections whose client may be sending). Default: false.
+ * @property {number} [closeDeadlineMs] The drain deadline of an intercepted `close()`.
+ *   Default: 30000.
  */
 
 /**
@@ -151,7 +157,7 @@ class Conn {
 class Drain {
   /**
    * @param {NetServer} server
-   * @param {Required<Omit<DrainOptions, 'onUpgraded'>> & Pick<DrainOptions, 'onUpgraded'>} o
+   * @param {Required<Pick<DrainOptions, 'minIdleMs' | 'lingerMs' | 'lingerMaxBytes'>> & Pick<DrainOptions, 'onUpgraded'>} o
    */
   constructor(server, o) {
     this.server = server;
@@ -177,6 +183,8 @@ class Drain {
     this.onDeadline = undefined;
     /** @type {(() => void) | null} */
     this.checkDone = null;
+    /** @type {NetServer['close'] | null} the server's own close, when `interceptClose` replaced it */
+    this.origClose = null;
     this.r = {
       requestsCompleted: 0,
       requestsAborted: 0,
@@ -503,7 +511,7 @@ class Drain {
       const saved = s.closeIdleConnections;
       s.closeIdleConnections = noop;
       try {
-        server.close(() => resolve(undefined));
+        (this.origClose ?? server.close).call(server, () => resolve(undefined));
       } finally {
         if (own) s.closeIdleConnections = saved;
         else delete s.closeIdleConnections;
@@ -613,6 +621,23 @@ export function attachDrain(server, options) {
     lingerMaxBytes: num('lingerMaxBytes', options?.lingerMaxBytes, 65536),
     onUpgraded,
   });
+  if (options?.interceptClose) {
+    const deadlineMs = num('closeDeadlineMs', options.closeDeadlineMs, 30_000);
+    const s = /** @type {any} */ (server);
+    d.origClose = s.close;
+    const origIdle = s.closeIdleConnections;
+    /** @param {((err?: Error) => void) | undefined} cb */
+    s.close = function (cb) {
+      if (typeof cb === 'function') server.once('close', () => cb());
+      d.drain({ deadlineMs });
+      return server;
+    };
+    if (typeof origIdle === 'function') {
+      s.closeIdleConnections = function () {
+        if (!d.draining) origIdle.call(server);
+      };
+    }
+  }
   /** @type {DrainHandle} */
   const handle = {
     drain: (o) => d.drain(o),

@@ -238,3 +238,24 @@ describe('drain engine', () => {
     assert.equal(out.version, sys.stdout.trim());
   });
 });
+
+describe('drain engine, interceptClose', () => {
+  test("an app's own server.close() + closeIdleConnections() become the drain: no request on a reused socket fails, and close's callback runs once closed", async () => {
+    const server = http.createServer(app);
+    const d = attachDrain(server, { interceptClose: true, closeDeadlineMs: 10_000 });
+    const port = await listenLocal(server);
+    let done = false;
+    const load = hammer(port, { stop: () => done });
+    await until(() => d.stats().requests > 500);
+    // What unmodified apps do on SIGTERM (node's closeIdleConnections races their clients).
+    const closed = new Promise<void>((r) => server.close(() => r()));
+    server.closeIdleConnections();
+    assert.equal(d.draining, true);
+    await closed;
+    done = true;
+    const out = await load;
+    assert.deepEqual(out.reusedFailures, []);
+    assert.equal(d.stats().connections.active + d.stats().connections.idle, 0);
+    assert.equal(server.listening, false);
+  });
+});

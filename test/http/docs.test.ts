@@ -1,0 +1,3 @@
+import { testDocExamples } from '../helpers/doc-examples.ts';
+
+testDocExamples('docs/http.md', 3);
