@@ -627,13 +627,13 @@ export function attachDrain(server, options) {
     d.origClose = s.close;
     const origIdle = s.closeIdleConnections;
     /** @param {((err?: Error) => void) | undefined} cb */
-    s.close = function (cb) {
+    s.close = (cb) => {
       if (typeof cb === 'function') server.once('close', () => cb());
       d.drain({ deadlineMs });
       return server;
     };
     if (typeof origIdle === 'function') {
-      s.closeIdleConnections = function () {
+      s.closeIdleConnections = () => {
         if (!d.draining) origIdle.call(server);
       };
     }

@@ -291,3 +291,33 @@ describe('serveHttp', () => {
     await assert.rejects(serveHttp(null, node), /must already listen/);
   });
 });
+
+describe('serveHttp, long-lived responses', () => {
+  test('an SSE stream ends itself on drainSignal, within the drain, and its client sees the last event', async () => {
+    let server!: HttpServer;
+    server = await serveHttp((_req, res) => {
+      res.writeHead(200, { 'content-type': 'text/event-stream' });
+      const tick = setInterval(() => res.write('data: tick\n\n'), 20);
+      server.drainSignal.addEventListener('abort', () => {
+        clearInterval(tick);
+        res.end('event: bye\ndata: draining\n\n');
+      });
+    }, local);
+    const seen = new Promise<string>((resolve, reject) => {
+      http
+        .get({ host: '127.0.0.1', port: server.port, path: '/events' }, (res) => {
+          let text = '';
+          res.setEncoding('utf8');
+          res.on('data', (d: string) => (text += d));
+          res.on('end', () => resolve(text));
+        })
+        .on('error', reject);
+    });
+    await until(() => server.stats().requestsRunning === 1);
+    await delay(60);
+    const report = await server.shutdown({ drainTimeoutMs: 5000 });
+    assert.match(await seen, /data: tick[\s\S]*event: bye\ndata: draining\n\n$/);
+    assert.equal(report.deadlineReached, false);
+    assert.equal(report.requestsCompleted, 1);
+  });
+});
