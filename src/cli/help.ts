@@ -4,10 +4,10 @@
  */
 import { MAX_WORKERS, supervisorDefaults as D } from '../supervisor/index.ts';
 
-/** A duration as `--help` and the parser write it: 500ms, 30s, 2m, 1h. */
+/** A duration as `--help` and the parser write it: 500ms, 30s, 60s, 2m, 1h. */
 export function showDuration(ms: number): string {
   if (ms % 3_600_000 === 0) return `${ms / 3_600_000}h`;
-  if (ms % 60_000 === 0) return `${ms / 60_000}m`;
+  if (ms % 60_000 === 0 && ms >= 120_000) return `${ms / 60_000}m`;
   if (ms % 1000 === 0) return `${ms / 1000}s`;
   return `${ms}ms`;
 }

@@ -280,9 +280,11 @@ export class WorkerProcess {
         return;
       }
       if (now() >= killAt) this.#signalGroup('SIGKILL');
-      this.#groupPoll = setTimeout(look, GROUP_POLL_MS);
+      this.#groupPoll = setTimeout(look, GROUP_POLL_MS).unref();
     };
-    this.#groupPoll = setTimeout(look, GROUP_POLL_MS);
+    // Unreferenced: a group that cannot die (a process stuck in the kernel) must not keep a
+    // stopped supervisor's process alive; the drain's own deadline bounds the wait.
+    this.#groupPoll = setTimeout(look, GROUP_POLL_MS).unref();
   }
 
   #signalGroup(signal: NodeJS.Signals): boolean {
