@@ -1,27 +1,39 @@
 /**
- * `node bench/reload.ts [--quick] [--keep-alive] [--reloads N] [--rate R | --rate 0 --clients N]`
+ * `npm run bench -- reload [--quick] [--chaos] [--only quiesce|pm2|node] [--keep-alive on|off]`
  *
- * Reload under continuous load, three ways side by side in one run, on one machine:
- * 1. quiesce: `quiesce run --workers 2` over a shared socket, reloaded through its control
- *    socket (the worker writes READY=1 when it listens).
- * 2. PM2: cluster mode, 2 instances, `pm2 reload` (wait_ready + process.send('ready'), and the
- *    app closes gracefully on SIGINT — PM2's own recommended set-up). PM2_HOME is a temporary
- *    directory and `pm2 kill` always runs at the end.
- * 3. Node cluster: a primary with 2 workers and a rolling restart (fork, wait 'listening',
- *    disconnect the old one, wait for its exit; one at a time).
+ * Reloads under saturating load, three systems side by side in one run, keep-alive off and on:
+ * 1. quiesce: `quiesce run --workers 2` over an UNMODIFIED Express app
+ *    (examples/apps/express-app.js, which only calls `app.listen(PORT)`), reloaded through its
+ *    control socket.
+ * 2. PM2: cluster mode, 2 instances, `pm2 reload`, with PM2's recommended graceful set-up
+ *    (wait_ready + process.send('ready'), the app closes its server on SIGINT; kill_timeout
+ *    5 s). A private PM2_HOME in the run's temporary directory; `pm2 kill`, then the daemon's
+ *    pid is killed if it is still there.
+ * 3. node:cluster: a primary with 2 workers of the same graceful app and a rolling restart
+ *    (fork, wait 'listening', disconnect an old one, wait for its exit; one at a time).
  *
- * Every system runs the same HTTP app (written to a temporary directory as plain JS), and the
- * same load: R new requests a second on a fixed schedule (open loop, default 400/s), or with
- * `--rate 0` N clients back to back (closed loop); keep-alive off unless --keep-alive. For
- * each request the outcome (ok, refused, reset, timeout, wrong answer) and the latency are
- * recorded; a request overlapping a reload (from its trigger until the system reports it done,
- * plus 250 ms) counts in the reload window, the others after warm-up in the steady state.
- * Printed: failures by kind, p50/p99/max latency steady vs during reloads, the p99 ratio.
- * Target for quiesce: zero failures, reload p99 within 1.5× of steady p99.
+ * Load: a client in its own process (bench/_reload-client.ts), 50 connections back to back
+ * for 30 s (8 s with --quick), one request in flight per connection as wrk does, over raw
+ * sockets; keep-alive on (persistent connections) or off (`Connection: close`, a new
+ * connection per request). Every request is classified as wrk counts it — ok (2xx), non-2xx,
+ * connect, read, write, timeout (2 s) — and timed. 10 reloads (3 with --quick), evenly spread
+ * after a 3 s warm-up. A request overlapping a reload (from its trigger until the system
+ * reports it done, plus 250 ms) counts as "during reloads", every other one after warm-up as
+ * "steady". Printed per system: failures by kind, p50/p99/max steady vs during reloads, the
+ * p99 ratio, the longest gap without a 2xx answer, how long one reload took. Drawn: requests/s
+ * and errors per 100 ms, reload moments marked, into docs/benchmarks/reload-keepalive-*.svg
+ * (with --quick into the temporary directory, whose path is printed).
+ *
+ * --chaos: instead of plain reloads, in turn: SIGKILL a random worker, a reload, three reloads
+ * back to back, a "deploy" whose new workers crash at start (the reload must fail, the old
+ * generation keep serving), a reload after the fix. Counts failures the same way; the picture
+ * goes to reload-chaos-keepalive-*.svg.
+ *
+ * Target for quiesce: 0 failed requests of any kind in every row; p99 during reloads ≤ 1.5×
+ * steady.
  */
 import { type ChildProcess, spawn } from 'node:child_process';
-import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
-import * as http from 'node:http';
+import { existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import * as net from 'node:net';
 import { cpus, loadavg, tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -30,177 +42,35 @@ import { controlRequest } from '../src/supervisor/control.ts';
 
 const args = process.argv.slice(2);
 const flag = (name: string) => args.includes(name);
-const opt = (name: string, dflt: number) => {
-  const i = args.indexOf(name);
-  return i >= 0 ? Number(args[i + 1]) : dflt;
-};
+const value = (name: string) => (args.includes(name) ? args[args.indexOf(name) + 1] : null);
 const quick = flag('--quick') || process.env.BENCH_QUICK === '1';
-const keepAlive = flag('--keep-alive');
-// Reloads per system in all, spread over rounds; each round starts every system afresh, in an
-// order rotated per round, so the noise of a shared machine falls on all of them alike.
-const ROUNDS = opt('--rounds', quick ? 1 : 3);
-const RELOADS = opt('--reloads', quick ? 3 : 12);
-const CLIENTS = opt('--clients', 4);
-// Requests per second, paced (open loop), or 0 for clients back to back (closed loop).
-const RATE = opt('--rate', 400);
-// Run one system only (by name prefix: quiesce, pm2, node), for quick looks.
-const only = args.includes('--only') ? args[args.indexOf('--only') + 1] : null;
-const WARMUP_MS = quick ? 300 : 1000;
-const STEADY_MS = quick ? 1000 : 3000;
-const GAP_MS = quick ? 200 : 500;
+const chaos = flag('--chaos');
+const only = value('--only');
+const modes =
+  value('--keep-alive') === 'on'
+    ? [true]
+    : value('--keep-alive') === 'off'
+      ? [false]
+      : [false, true];
+const DURATION_MS = Number(value('--duration') ?? (quick ? 8000 : 30_000));
+const RELOADS = Number(value('--reloads') ?? (quick ? 3 : 10));
+const CONNECTIONS = 50;
+const WARMUP_MS = quick ? 1500 : 3000;
 const TAIL_MS = 250;
-const REQUEST_TIMEOUT_MS = 5000;
+const BUCKET_MS = 100;
 
 const ROOT = fileURLToPath(new URL('../', import.meta.url));
 const NODE = process.execPath;
 const CLI = join(ROOT, 'src/cli/main.ts');
 const PM2 = join(ROOT, 'node_modules/pm2/bin/pm2');
-
-// The app every system runs: the readiness protocols of all three, graceful on SIGINT/SIGTERM.
-const APP = `
-const http = require('node:http');
-const fs = require('node:fs');
-const server = http.createServer((req, res) => {
-  res.setHeader('content-type', 'text/plain');
-  res.end('hello from ' + process.pid + '\\n');
-});
-const inherited = Number(process.env.LISTEN_FDS || 0) > 0;
-server.listen(inherited ? { fd: 3 } : { port: Number(process.env.PORT), host: '127.0.0.1' }, () => {
-  if (process.env.QUIESCE_READY_FD) {
-    fs.writeSync(Number(process.env.QUIESCE_READY_FD), 'READY=1\\n');
-    fs.closeSync(Number(process.env.QUIESCE_READY_FD));
-  }
-  if (process.send) process.send('ready');
-});
-const stop = () => { server.close(() => process.exit(0)); server.closeIdleConnections(); };
-process.on('SIGINT', stop);
-process.on('SIGTERM', stop);
-`;
-
-// A Node cluster primary with a rolling restart on SIGHUP; prints "ready" and "reloaded N".
-const PRIMARY = `
-const cluster = require('node:cluster');
-cluster.setupPrimary({ exec: require('node:path').join(__dirname, 'app.cjs') });
-const fork = () => new Promise((resolve) => {
-  const w = cluster.fork({ PORT: process.env.PORT });
-  w.once('listening', () => resolve(w));
-});
-let workers = [];
-let chain = (async () => {
-  for (let i = 0; i < 2; i++) workers.push(await fork());
-  console.log('ready');
-})();
-let n = 0;
-process.on('SIGHUP', () => {
-  chain = chain.then(async () => {
-    const next = [];
-    for (const old of workers) {
-      next.push(await fork());
-      const gone = new Promise((r) => old.once('exit', r));
-      old.disconnect();
-      await gone;
-    }
-    workers = next;
-    console.log('reloaded ' + ++n);
-  });
-});
-process.on('SIGTERM', () => {
-  for (const w of Object.values(cluster.workers)) w.disconnect();
-  cluster.on('exit', () => { if (Object.keys(cluster.workers).length === 0) process.exit(0); });
-  setTimeout(() => process.exit(0), 5000).unref();
-});
-`;
-
-type Outcome = 'ok' | 'refused' | 'reset' | 'timeout' | 'wrong';
-interface Sample {
-  start: number;
-  end: number;
-  outcome: Outcome;
-}
-
-const agent = keepAlive ? new http.Agent({ keepAlive: true, maxSockets: CLIENTS }) : undefined;
-
-function request(port: number): Promise<Sample> {
-  const start = performance.now();
-  return new Promise((resolve) => {
-    let done = false;
-    const finish = (outcome: Outcome) => {
-      if (done) return;
-      done = true;
-      resolve({ start, end: performance.now(), outcome });
-    };
-    const req = http.get(
-      { host: '127.0.0.1', port, path: '/', agent: agent ?? false, timeout: REQUEST_TIMEOUT_MS },
-      (res) => {
-        let body = '';
-        res.setEncoding('utf8');
-        res.on('data', (d: string) => {
-          body += d;
-        });
-        res.on('end', () =>
-          finish(res.statusCode === 200 && body.startsWith('hello from ') ? 'ok' : 'wrong'),
-        );
-        res.on('error', () => finish('reset'));
-      },
-    );
-    req.on('timeout', () => {
-      req.destroy();
-      finish('timeout');
-    });
-    req.on('error', (e: NodeJS.ErrnoException) =>
-      finish(
-        e.code === 'ECONNREFUSED'
-          ? 'refused'
-          : e.code === 'ECONNRESET' || e.code === 'EPIPE' || e.message === 'socket hang up'
-            ? 'reset'
-            : 'wrong',
-      ),
-    );
-  });
-}
-
-function startLoad(port: number) {
-  const samples: Sample[] = [];
-  let stopped = false;
-  const pending = new Set<Promise<void>>();
-  const issue = () => {
-    const p = request(port).then((s) => {
-      samples.push(s);
-      pending.delete(p);
-    });
-    pending.add(p);
-  };
-  let loops: Promise<void>[] = [];
-  let ticker: ReturnType<typeof setInterval> | null = null;
-  if (RATE > 0) {
-    // Open loop: a fixed schedule, whatever the answers do (no coordinated omission).
-    const t0 = performance.now();
-    let issued = 0;
-    ticker = setInterval(() => {
-      const due = Math.floor(((performance.now() - t0) * RATE) / 1000);
-      while (issued < due) {
-        issued++;
-        issue();
-      }
-    }, 5);
-  } else {
-    loops = Array.from({ length: CLIENTS }, async () => {
-      while (!stopped) samples.push(await request(port));
-    });
-  }
-  return {
-    samples,
-    stop: async () => {
-      stopped = true;
-      if (ticker) clearInterval(ticker);
-      await Promise.all([...loops, ...pending]);
-      agent?.destroy();
-      return samples;
-    },
-  };
-}
+const CLIENT = join(ROOT, 'bench/_reload-client.ts');
+const UNMODIFIED = join(ROOT, 'examples/apps/express-app.js');
+const GRACEFUL = join(ROOT, 'bench/reload-apps/express-graceful.js');
+const MAYBE_CRASH = join(ROOT, 'bench/reload-apps/maybe-crash.js');
+const PRIMARY = join(ROOT, 'bench/reload-apps/cluster-primary.js');
 
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
+const wall = () => performance.timeOrigin + performance.now();
 
 function freePort(): Promise<number> {
   return new Promise((resolve, reject) => {
@@ -230,48 +100,73 @@ function run(argv: string[], env?: NodeJS.ProcessEnv): Promise<{ code: number; o
   });
 }
 
-function waitOutput(p: ChildProcess, re: RegExp, ms = 20_000): Promise<RegExpExecArray> {
+/** Collects a child's output; `wait(re)` resolves on the first match after `from`. */
+function watch(p: ChildProcess) {
   let buf = '';
-  return new Promise((resolve, reject) => {
-    const timer = setTimeout(() => reject(new Error(`timed out waiting for ${re}:\n${buf}`)), ms);
-    const on = (d: string) => {
-      buf += d;
-      const m = re.exec(buf);
-      if (m) {
-        clearTimeout(timer);
-        p.stdout?.off('data', on);
-        p.stderr?.off('data', on);
-        resolve(m);
-      }
-    };
-    p.stdout?.setEncoding('utf8').on('data', on);
-    p.stderr?.setEncoding('utf8').on('data', on);
-  });
+  const waiters = new Set<() => void>();
+  const on = (d: string) => {
+    buf += d;
+    for (const w of waiters) w();
+  };
+  p.stdout?.setEncoding('utf8').on('data', on);
+  p.stderr?.setEncoding('utf8').on('data', on);
+  return {
+    text: () => buf,
+    wait(re: RegExp, ms = 30_000, from = 0): Promise<RegExpExecArray> {
+      return new Promise((resolve, reject) => {
+        const timer = setTimeout(() => {
+          waiters.delete(check);
+          reject(new Error(`timed out waiting for ${re}:\n${buf.slice(-2000)}`));
+        }, ms);
+        const check = () => {
+          const m = re.exec(buf.slice(from));
+          if (!m) return;
+          clearTimeout(timer);
+          waiters.delete(check);
+          resolve(m);
+        };
+        waiters.add(check);
+        check();
+      });
+    },
+  };
 }
 
 async function waitServing(port: number): Promise<void> {
-  for (let i = 0; i < 200; i++) {
-    if ((await request(port)).outcome === 'ok') return;
+  for (let i = 0; i < 300; i++) {
+    const ok = await new Promise<boolean>((resolve) => {
+      const s = net.connect(port, '127.0.0.1');
+      s.once('connect', () => {
+        s.write('GET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n');
+      });
+      s.once('data', (d) => {
+        s.destroy();
+        resolve(d.toString('latin1').startsWith('HTTP/1.1 200'));
+      });
+      s.once('error', () => resolve(false));
+    });
+    if (ok) return;
     await sleep(50);
   }
   throw new Error(`nothing serves on ${port}`);
 }
 
-/** A system under test: start it, reload it once, stop it. */
+/** A system under test. `reload` resolves when the system says the reload is done. */
 interface System {
-  name: string;
+  readonly name: string;
   start(dir: string): Promise<number>;
-  reload(): Promise<void>;
+  reload(): Promise<{ ok: boolean }>;
+  pids(): Promise<number[]>;
   stop(): Promise<void>;
 }
 
-function quiesceSystem(): System {
+function quiesceSystem(crashFile: string): System {
   let sup: ChildProcess | null = null;
   let control = '';
   return {
     name: 'quiesce',
     async start(dir) {
-      control = join(dir, 'control.sock');
+      control = join(dir, 'quiesce.sock');
       sup = spawn(
         NODE,
         [
@@ -284,20 +179,27 @@ function quiesceSystem(): System {
           '--control',
           control,
           '--',
-          NODE,
-          join(dir, 'app.cjs'),
-        ],
-        { stdio: ['ignore', 'pipe', 'pipe'] },
+        ].concat(['node', MAYBE_CRASH]),
+        {
+          stdio: ['ignore', 'pipe', 'pipe'],
+          env: { ...process.env, APP: UNMODIFIED, CRASH_FILE: crashFile, PORT: '8080' },
+        },
       );
-      const m = await waitOutput(sup, /listening on 127\.0\.0\.1:(\d+)/);
-      await waitOutput(sup, /generation 1 serving/);
-      sup.stdout?.resume();
-      sup.stderr?.resume();
+      const out = watch(sup);
+      const m = await out.wait(/listening on 127\.0\.0\.1:(\d+)/);
+      await out.wait(/generation 1 serving/);
       return Number(m[1]);
     },
     async reload() {
       const r = await controlRequest(control, { op: 'reload' });
-      if (!r.ok) throw new Error(`quiesce reload failed: ${r.error.message}`);
+      return { ok: r.ok };
+    },
+    async pids() {
+      const r = (await controlRequest(control, { op: 'status' })) as {
+        status?: { generations: { state: string; workers: { pid: number | null }[] }[] };
+      };
+      const serving = r.status?.generations.find((g) => g.state === 'serving');
+      return (serving?.workers ?? []).flatMap((w) => (w.pid ? [w.pid] : []));
     },
     async stop() {
       if (!sup || sup.exitCode !== null) return;
@@ -308,8 +210,9 @@ function quiesceSystem(): System {
   };
 }
 
-function pm2System(): System {
+function pm2System(crashFile: string): System {
   let home = '';
+  const pm2 = (...a: string[]) => run([NODE, PM2, ...a], { PM2_HOME: home });
   return {
     name: 'pm2 reload',
     async start(dir) {
@@ -322,52 +225,82 @@ function pm2System(): System {
           apps: [
             {
               name: 'bench',
-              script: join(dir, 'app.cjs'),
+              script: MAYBE_CRASH,
               exec_mode: 'cluster',
               instances: 2,
               wait_ready: true,
               listen_timeout: 10_000,
               kill_timeout: 5000,
               autorestart: true,
-              env: { PORT: String(port) },
+              env: { PORT: String(port), APP: GRACEFUL, CRASH_FILE: crashFile },
             },
           ],
         }),
       );
-      const r = await run([NODE, PM2, 'start', eco], { PM2_HOME: home });
+      const r = await pm2('start', eco);
       if (r.code !== 0) throw new Error(`pm2 start failed:\n${r.out}`);
       await waitServing(port);
       return port;
     },
     async reload() {
-      const r = await run([NODE, PM2, 'reload', 'bench'], { PM2_HOME: home });
-      if (r.code !== 0) throw new Error(`pm2 reload failed:\n${r.out}`);
+      const r = await pm2('reload', 'bench');
+      return { ok: r.code === 0 };
+    },
+    async pids() {
+      const r = await pm2('jlist');
+      try {
+        const list = JSON.parse(r.out.slice(r.out.indexOf('['))) as { pid: number }[];
+        return list.map((p) => p.pid).filter((p) => p > 0);
+      } catch {
+        return [];
+      }
     },
     async stop() {
-      if (home) await run([NODE, PM2, 'kill'], { PM2_HOME: home });
+      if (!home) return;
+      const pidFile = join(home, 'pm2.pid');
+      const daemon = existsSync(pidFile) ? Number(readFileSync(pidFile, 'utf8')) : 0;
+      await pm2('kill');
+      if (daemon > 0) {
+        try {
+          process.kill(daemon, 'SIGKILL');
+        } catch {}
+      }
     },
   };
 }
 
-function clusterSystem(): System {
+function clusterSystem(crashFile: string): System {
   let primary: ChildProcess | null = null;
+  let out: ReturnType<typeof watch> | null = null;
   let n = 0;
   return {
     name: 'node cluster',
-    async start(dir) {
+    async start() {
       const port = await freePort();
-      primary = spawn(NODE, [join(dir, 'primary.cjs')], {
-        stdio: ['ignore', 'pipe', 'inherit'],
-        env: { ...process.env, PORT: String(port) },
+      primary = spawn(NODE, [PRIMARY], {
+        stdio: ['ignore', 'pipe', 'pipe'],
+        env: {
+          ...process.env,
+          PORT: String(port),
+          APP_ENTRY: MAYBE_CRASH,
+          APP: GRACEFUL,
+          CRASH_FILE: crashFile,
+        },
       });
-      await waitOutput(primary, /ready/);
+      out = watch(primary);
+      await out.wait(/^ready$/m);
       return port;
     },
     async reload() {
       n++;
-      const done = waitOutput(primary!, new RegExp(`reloaded ${n}\\b`), 30_000);
+      const from = out!.text().length;
       primary!.kill('SIGHUP');
-      await done;
+      const m = await out!.wait(new RegExp(`^(reloaded|reload failed) ${n}$`, 'm'), 30_000, from);
+      return { ok: m[1] === 'reloaded' };
+    },
+    async pids() {
+      const all = [...out!.text().matchAll(/^pids ([\d,]+)$/gm)];
+      return all.length ? all[all.length - 1][1].split(',').map(Number) : [];
     },
     async stop() {
       if (!primary || primary.exitCode !== null) return;
@@ -378,48 +311,96 @@ function clusterSystem(): System {
   };
 }
 
-interface Result {
-  name: string;
-  total: number;
-  failures: Record<Outcome, number>;
-  steady: number[];
-  reload: number[];
-  reloadMs: number[];
-  /** The p99 ratio of each round on its own. */
-  ratios: number[];
+type Action = 'reload' | 'kill' | 'back-to-back' | 'crash-deploy';
+const CHAOS: Action[] = ['kill', 'reload', 'back-to-back', 'crash-deploy', 'reload', 'kill'];
+
+interface Mark {
+  readonly action: Action;
+  readonly a: number;
+  readonly b: number;
+  readonly ok: boolean;
 }
 
-async function measure(system: System, dir: string, reloads: number): Promise<Result> {
+async function act(system: System, action: Action, crashFile: string): Promise<boolean> {
+  switch (action) {
+    case 'reload':
+      return (await system.reload()).ok;
+    case 'kill': {
+      const pids = await system.pids();
+      if (pids.length === 0) return false;
+      try {
+        process.kill(pids[Math.floor(Math.random() * pids.length)], 'SIGKILL');
+      } catch {}
+      return true;
+    }
+    case 'back-to-back': {
+      const rs = [];
+      for (let i = 0; i < 3; i++) rs.push((await system.reload()).ok);
+      return rs.every(Boolean);
+    }
+    case 'crash-deploy': {
+      writeFileSync(crashFile, 'crash');
+      try {
+        // Success here is the right outcome: the reload reported failed.
+        return !(await system.reload()).ok;
+      } finally {
+        writeFileSync(crashFile, 'ok');
+      }
+    }
+  }
+}
+
+interface Measured {
+  name: string;
+  keepAlive: boolean;
+  t0: number;
+  marks: Mark[];
+  starts: number[];
+  lats: number[];
+  kinds: number[];
+  kindNames: string[];
+}
+
+async function measure(system: System, dir: string, keepAlive: boolean): Promise<Measured> {
+  const crashFile = join(dir, 'crash-mode');
+  writeFileSync(crashFile, 'ok');
   const port = await system.start(dir);
   try {
-    const load = startLoad(port);
-    const t0 = performance.now();
-    await sleep(WARMUP_MS + STEADY_MS);
-    const windows: [number, number][] = [];
-    const reloadMs: number[] = [];
-    for (let i = 0; i < reloads; i++) {
-      const a = performance.now();
-      await system.reload();
-      const b = performance.now();
-      reloadMs.push(b - a);
-      windows.push([a, b + TAIL_MS]);
-      await sleep(GAP_MS);
+    await waitServing(port);
+    const client = spawn(
+      NODE,
+      [
+        CLIENT,
+        '--port',
+        String(port),
+        '--connections',
+        String(CONNECTIONS),
+        '--duration-ms',
+        String(DURATION_MS),
+      ].concat(keepAlive ? ['--keep-alive'] : []),
+      { stdio: ['ignore', 'pipe', 'inherit'] },
+    );
+    let json = '';
+    client.stdout!.setEncoding('utf8').on('data', (d: string) => {
+      json += d;
+    });
+    const done = new Promise<void>((r) => client.once('close', () => r()));
+    const t0 = wall();
+    const actions: Action[] = chaos
+      ? CHAOS
+      : Array.from({ length: RELOADS }, () => 'reload' as const);
+    const span = DURATION_MS - WARMUP_MS - 2000;
+    const marks: Mark[] = [];
+    for (let i = 0; i < actions.length; i++) {
+      const due = t0 + WARMUP_MS + (span * i) / actions.length;
+      if (wall() < due) await sleep(due - wall());
+      const a = wall();
+      const ok = await act(system, actions[i], crashFile);
+      marks.push({ action: actions[i], a, b: wall(), ok });
     }
-    await sleep(TAIL_MS);
-    const samples = await load.stop();
-    const failures: Record<Outcome, number> = { ok: 0, refused: 0, reset: 0, timeout: 0, wrong: 0 };
-    const steady: number[] = [];
-    const during: number[] = [];
-    for (const s of samples) {
-      failures[s.outcome]++;
-      if (s.outcome !== 'ok' || s.start < t0 + WARMUP_MS) continue;
-      const inWindow = windows.some(([a, b]) => s.end >= a && s.start <= b);
-      (inWindow ? during : steady).push(s.end - s.start);
-    }
-    const total = samples.length;
-    failures.ok = 0;
-    const ratios = [pct(during, 99) / pct(steady, 99)];
-    return { name: system.name, total, failures, steady, reload: during, reloadMs, ratios };
+    await done;
+    const r = JSON.parse(json) as Omit<Measured, 'name' | 'keepAlive' | 't0' | 'marks'>;
+    return { name: system.name, keepAlive, t0, marks, ...r };
   } finally {
     await system.stop();
   }
@@ -427,102 +408,253 @@ async function measure(system: System, dir: string, reloads: number): Promise<Re
 
 function pct(xs: number[], p: number): number {
   if (xs.length === 0) return Number.NaN;
-  const s = [...xs].sort((a, b) => a - b);
+  const s = Float64Array.from(xs).sort();
   return s[Math.min(s.length - 1, Math.floor((p / 100) * s.length))];
 }
 
-const f = (x: number) => (Number.isNaN(x) ? '-' : x < 10 ? x.toFixed(2) : x.toFixed(1));
-const lat = (xs: number[]) => `${f(pct(xs, 50))} / ${f(pct(xs, 99))} / ${f(Math.max(...xs))}`;
+interface Row {
+  m: Measured;
+  total: number;
+  fail: Record<string, number>;
+  steady: number[];
+  during: number[];
+  gapMs: number;
+  reloadMs: number;
+  buckets: { ok: number[]; err: number[] };
+}
 
-async function main(): Promise<void> {
-  const dir = mkdtempSync(join(tmpdir(), 'quiesce-bench-reload-'));
-  writeFileSync(join(dir, 'app.cjs'), APP);
-  writeFileSync(join(dir, 'primary.cjs'), PRIMARY);
-  const systems = [quiesceSystem, pm2System, clusterSystem];
-  const results = new Map<string, Result>();
-  try {
-    for (let round = 0; round < ROUNDS; round++) {
-      const reloads = Math.ceil(RELOADS / ROUNDS);
-      for (let k = 0; k < systems.length; k++) {
-        const system = systems[(k + round) % systems.length]();
-        if (only && !system.name.startsWith(only)) continue;
-        process.stderr.write(`bench reload: round ${round + 1}/${ROUNDS}, ${system.name}…\n`);
-        const r = await measure(system, dir, reloads);
-        const acc = results.get(r.name);
-        if (!acc) results.set(r.name, r);
-        else {
-          acc.total += r.total;
-          for (const key of Object.keys(acc.failures) as Outcome[])
-            acc.failures[key] += r.failures[key];
-          acc.steady.push(...r.steady);
-          acc.reload.push(...r.reload);
-          acc.reloadMs.push(...r.reloadMs);
-          acc.ratios.push(...r.ratios);
-        }
-      }
+function analyse(m: Measured): Row {
+  const fail: Record<string, number> = {};
+  for (const k of m.kindNames) if (k !== 'ok') fail[k] = 0;
+  const steady: number[] = [];
+  const during: number[] = [];
+  const okEnds: number[] = [];
+  const n = Math.ceil(DURATION_MS / BUCKET_MS) + 20;
+  const buckets = { ok: new Array<number>(n).fill(0), err: new Array<number>(n).fill(0) };
+  const windows = m.marks.map((k) => [k.a, k.b + TAIL_MS]);
+  for (let i = 0; i < m.starts.length; i++) {
+    const start = m.starts[i];
+    const endAt = start + m.lats[i];
+    const kind = m.kindNames[m.kinds[i]];
+    const b = Math.min(n - 1, Math.max(0, Math.floor((endAt - m.t0) / BUCKET_MS)));
+    if (kind === 'ok') {
+      buckets.ok[b]++;
+      okEnds.push(endAt);
+    } else {
+      buckets.err[b]++;
+      fail[kind]++;
     }
-  } finally {
-    rmSync(dir, { recursive: true, force: true });
+    if (kind !== 'ok' || start < m.t0 + WARMUP_MS) continue;
+    const inWindow = windows.some(([a, z]) => endAt >= a && start <= z);
+    (inWindow ? during : steady).push(m.lats[i]);
   }
-  const order = ['quiesce', 'pm2 reload', 'node cluster'];
-  const all = [...results.values()].sort((a, b) => order.indexOf(a.name) - order.indexOf(b.name));
-  console.log(
-    `\nreload under load: ${Math.ceil(RELOADS / ROUNDS) * ROUNDS} reloads per system in ${ROUNDS} ` +
-      `round(s), 2 workers, HTTP keep-alive ${keepAlive ? 'on' : 'off'}, ` +
-      (RATE > 0 ? `${RATE} requests/s paced` : `${CLIENTS} clients back to back`) +
-      `, Node ${process.version}, ${cpus().length} CPUs, load average ${loadavg()[0].toFixed(1)}` +
-      (quick ? ' (QUICK: not a measurement)' : ''),
-  );
-  console.log(
-    'latency in ms, p50 / p99 / max; "during" = requests overlapping a reload (+250 ms)\n',
-  );
-  const rows = [
-    [
-      'system',
-      'requests',
-      'refused',
-      'reset',
-      'timeout',
-      'wrong',
-      'steady',
-      'during reloads',
-      'p99 ratio',
-      'per round',
-      'reload took (median)',
-    ],
+  okEnds.sort((a, b) => a - b);
+  let gapMs = 0;
+  for (let i = 1; i < okEnds.length; i++) {
+    if (okEnds[i] < m.t0 + WARMUP_MS) continue;
+    gapMs = Math.max(gapMs, okEnds[i] - okEnds[i - 1]);
+  }
+  const took = m.marks.filter((k) => k.action === 'reload').map((k) => k.b - k.a);
+  return {
+    m,
+    total: m.starts.length,
+    fail,
+    steady,
+    during,
+    gapMs,
+    reloadMs: pct(took, 50),
+    buckets,
+  };
+}
+
+const f = (x: number) => (Number.isNaN(x) ? '-' : x < 10 ? x.toFixed(2) : x.toFixed(1));
+const lat = (xs: number[]) =>
+  `${f(pct(xs, 50))} / ${f(pct(xs, 99))} / ${f(xs.length ? Math.max(...xs) : Number.NaN)}`;
+
+function table(rows: Row[]): string {
+  const kinds = ['connect', 'read', 'write', 'timeout', 'non2xx'];
+  const head = [
+    'system',
+    'keep-alive',
+    'requests',
+    ...kinds,
+    'steady p50/p99/max',
+    'during reloads',
+    'p99 ratio',
+    'longest gap',
+    'reload took',
   ];
-  for (const r of all) {
-    const took = [...r.reloadMs].sort((a, b) => a - b)[Math.floor(r.reloadMs.length / 2)];
-    rows.push([
-      r.name,
-      String(r.total),
-      String(r.failures.refused),
-      String(r.failures.reset),
-      String(r.failures.timeout),
-      String(r.failures.wrong),
-      lat(r.steady),
-      lat(r.reload),
-      `${(pct(r.reload, 99) / pct(r.steady, 99)).toFixed(2)}×`,
-      r.ratios.map((x) => x.toFixed(2)).join(' '),
-      `${Math.round(took)} ms`,
-    ]);
-  }
-  const w = rows[0].map((_, c) => Math.max(...rows.map((r) => r[c].length)));
-  for (const r of rows)
-    console.log(
+  const body = rows.map((r) => [
+    r.m.name,
+    r.m.keepAlive ? 'on' : 'off',
+    String(r.total),
+    ...kinds.map((k) => String(r.fail[k] ?? 0)),
+    lat(r.steady),
+    lat(r.during),
+    `${(pct(r.during, 99) / pct(r.steady, 99)).toFixed(2)}×`,
+    `${Math.round(r.gapMs)} ms`,
+    Number.isNaN(r.reloadMs) ? '-' : `${Math.round(r.reloadMs)} ms`,
+  ]);
+  const all = [head, ...body];
+  const w = head.map((_, c) => Math.max(...all.map((r) => r[c].length)));
+  return all
+    .map((r) =>
       r
         .map((cell, c) => cell.padEnd(w[c]))
         .join('  ')
         .trimEnd(),
+    )
+    .join('\n');
+}
+
+/** requests/s and errors per 100 ms per system, reload moments marked: one panel per system. */
+function svg(rows: Row[], title: string): string {
+  const W = 960;
+  const panelH = 150;
+  const errH = 40;
+  const left = 60;
+  const right = 20;
+  const top = 56;
+  const gap = 40;
+  const H = top + rows.length * (panelH + errH + gap) + 20;
+  const plotW = W - left - right;
+  const secs = DURATION_MS / 1000;
+  const x = (ms: number) => left + (ms / DURATION_MS) * plotW;
+  const maxRate = Math.max(1, ...rows.flatMap((r) => r.buckets.ok)) * (1000 / BUCKET_MS);
+  const esc = (s: string) => s.replace(/&/g, '&amp;').replace(/</g, '&lt;');
+  const out: string[] = [
+    `<svg xmlns="http://www.w3.org/2000/svg" width="${W}" height="${H}" viewBox="0 0 ${W} ${H}" font-family="sans-serif" font-size="12">`,
+    `<rect width="${W}" height="${H}" fill="white"/>`,
+    `<text x="${left}" y="22" font-size="15" font-weight="bold">${esc(title)}</text>`,
+  ];
+  rows.forEach((r, i) => {
+    const y0 = top + i * (panelH + errH + gap);
+    const failed = Object.values(r.fail).reduce((a, b) => a + b, 0);
+    out.push(
+      `<text x="${left}" y="${y0 + 12}" font-weight="bold">${esc(r.m.name)}: ${failed} failed of ${r.total} requests, longest gap without a 2xx ${Math.round(r.gapMs)} ms</text>`,
     );
-  const q = all[0];
-  if (q?.name !== 'quiesce') return;
-  const failed = q.failures.refused + q.failures.reset + q.failures.timeout + q.failures.wrong;
-  const ratio = pct(q.reload, 99) / pct(q.steady, 99);
-  console.log(
-    `\nquiesce target: 0 failures (${failed}), reload p99 ≤ 1.5× steady (${ratio.toFixed(2)}×): ` +
-      (failed === 0 && ratio <= 1.5 ? 'met' : 'NOT met'),
+    const py = y0 + 20;
+    out.push(
+      `<rect x="${left}" y="${py}" width="${plotW}" height="${panelH}" fill="#f7f7f7" stroke="#ccc"/>`,
+    );
+    for (const k of r.m.marks) {
+      const xa = x(k.a - r.m.t0);
+      const xb = Math.max(xa + 1, x(k.b - r.m.t0));
+      const color =
+        k.action === 'reload' || k.action === 'back-to-back'
+          ? '#4a7bd0'
+          : k.action === 'kill'
+            ? '#d08a4a'
+            : '#a04ad0';
+      out.push(
+        `<rect x="${xa.toFixed(1)}" y="${py}" width="${(xb - xa).toFixed(1)}" height="${panelH + errH + 6}" fill="${color}" fill-opacity="0.18"/>`,
+      );
+      out.push(
+        `<line x1="${xa.toFixed(1)}" y1="${py}" x2="${xa.toFixed(1)}" y2="${py + panelH + errH + 6}" stroke="${color}" stroke-dasharray="3,2"/>`,
+      );
+    }
+    const pts = r.buckets.ok
+      .slice(0, Math.ceil(DURATION_MS / BUCKET_MS))
+      .map(
+        (c, b) =>
+          `${x(b * BUCKET_MS + BUCKET_MS / 2).toFixed(1)},${(py + panelH - (c * (1000 / BUCKET_MS) * panelH) / maxRate).toFixed(1)}`,
+      );
+    out.push(
+      `<polyline points="${pts.join(' ')}" fill="none" stroke="#1b5e20" stroke-width="1.2"/>`,
+    );
+    out.push(
+      `<text x="${left - 6}" y="${py + 10}" text-anchor="end">${Math.round(maxRate)}</text>`,
+    );
+    out.push(`<text x="${left - 6}" y="${py + panelH}" text-anchor="end">0</text>`);
+    out.push(
+      `<text x="8" y="${py + panelH / 2}" transform="rotate(-90 14 ${py + panelH / 2})">2xx/s</text>`,
+    );
+    const ey = py + panelH + 6;
+    const maxErr = Math.max(1, ...r.buckets.err);
+    out.push(
+      `<rect x="${left}" y="${ey}" width="${plotW}" height="${errH}" fill="#fff5f5" stroke="#ecc"/>`,
+    );
+    r.buckets.err.forEach((c, b) => {
+      if (c === 0 || b * BUCKET_MS > DURATION_MS) return;
+      const h = (c / maxErr) * errH;
+      out.push(
+        `<rect x="${x(b * BUCKET_MS).toFixed(1)}" y="${(ey + errH - h).toFixed(1)}" width="${Math.max(1, plotW / (DURATION_MS / BUCKET_MS)).toFixed(1)}" height="${h.toFixed(1)}" fill="#c62828"/>`,
+      );
+    });
+    out.push(
+      `<text x="${left - 6}" y="${ey + errH}" text-anchor="end" fill="#c62828">${failed === 0 ? '0 errors' : `max ${maxErr}`}</text>`,
+    );
+    for (let s = 0; s <= secs; s += 5) {
+      out.push(
+        `<text x="${x(s * 1000).toFixed(1)}" y="${ey + errH + 14}" text-anchor="middle" fill="#666">${s}s</text>`,
+      );
+    }
+  });
+  out.push(
+    `<text x="${left}" y="40" fill="#666">green: 2xx/s per 100 ms · red: failed requests per 100 ms · shaded: reload (blue), SIGKILL (orange), crashing deploy (purple)</text>`,
+    '</svg>',
   );
+  return `${out.join('\n')}\n`;
+}
+
+async function main(): Promise<void> {
+  const dir = mkdtempSync(join(tmpdir(), 'quiesce-bench-reload-'));
+  const systems = [quiesceSystem, pm2System, clusterSystem];
+  const rows: Row[] = [];
+  try {
+    for (const keepAlive of modes) {
+      const group: Row[] = [];
+      for (const make of systems) {
+        const system = make(join(dir, 'crash-mode'));
+        if (only && !system.name.startsWith(only)) continue;
+        process.stderr.write(
+          `bench reload: ${system.name}, keep-alive ${keepAlive ? 'on' : 'off'}${chaos ? ', chaos' : ''}…\n`,
+        );
+        group.push(analyse(await measure(system, dir, keepAlive)));
+      }
+      rows.push(...group);
+      const name = `reload${chaos ? '-chaos' : ''}-keepalive-${keepAlive ? 'on' : 'off'}.svg`;
+      const file = quick ? join(tmpdir(), name) : join(ROOT, 'docs/benchmarks', name);
+      const what = chaos
+        ? 'chaos (SIGKILL, back-to-back reloads, crashing deploy)'
+        : `${RELOADS} reloads`;
+      writeFileSync(
+        file,
+        svg(
+          group,
+          `${what} under ${CONNECTIONS} connections, keep-alive ${keepAlive ? 'on' : 'off'}${quick ? ' (quick: not a measurement)' : ''}`,
+        ),
+      );
+      process.stderr.write(`bench reload: wrote ${file}\n`);
+    }
+  } finally {
+    rmSync(dir, { recursive: true, force: true });
+  }
+  console.log(
+    `\nreload under load: ${chaos ? `chaos (${CHAOS.join(', ')})` : `${RELOADS} reloads`} per run, ` +
+      `${CONNECTIONS} connections for ${DURATION_MS / 1000} s, 2 workers, Node ${process.version}, ` +
+      `${cpus().length} CPUs, load average ${loadavg()[0].toFixed(1)}${quick ? ' (QUICK: not a measurement)' : ''}`,
+  );
+  console.log(
+    'latency in ms, p50 / p99 / max; "during reloads" = requests overlapping a reload (+250 ms)\n',
+  );
+  console.log(table(rows));
+  for (const r of rows) {
+    const bad = r.m.marks.filter((k) => !k.ok).map((k) => k.action);
+    if (bad.length)
+      console.log(
+        `${r.m.name} (keep-alive ${r.m.keepAlive ? 'on' : 'off'}): actions that did not go as intended: ${bad.join(', ')}`,
+      );
+  }
+  const q = rows.filter((r) => r.m.name === 'quiesce');
+  if (q.length) {
+    const failed = q.reduce((a, r) => a + Object.values(r.fail).reduce((x, y) => x + y, 0), 0);
+    const ratios = q.map((r) => pct(r.during, 99) / pct(r.steady, 99));
+    console.log(
+      `\nquiesce target: 0 failures (${failed}), reload p99 ≤ 1.5× steady (${ratios.map((x) => `${x.toFixed(2)}×`).join(', ')}): ` +
+        (failed === 0 && ratios.every((x) => x <= 1.5) ? 'met' : 'NOT met'),
+    );
+  }
 }
 
 await main();
