@@ -50,7 +50,8 @@ export type Command =
       readonly command: string;
       readonly args: readonly string[];
     }
-  | ({ readonly kind: 'reload' | 'status'; readonly json: boolean } & Target)
+  | ({ readonly kind: 'reload'; readonly json: boolean } & Target)
+  | ({ readonly kind: 'status'; readonly json: boolean; readonly ready: boolean } & Target)
   | ({ readonly kind: 'stop'; readonly wait: boolean } & Target);
 
 /** The supervisor options `quiesce run` can set. */
@@ -70,6 +71,7 @@ const RUN_OPTS: OptSpec[] = [
   { long: 'workers', short: 'w', value: true },
   { long: 'ready-timeout', value: true },
   { long: 'drain-timeout', value: true },
+  { long: 'shutdown-delay', value: true },
   { long: 'assume-ready-after', value: true },
   { long: 'ready-on-listen', value: false },
   { long: 'no-preload', value: false },
@@ -242,11 +244,19 @@ export function parseArgs(argv: readonly string[]): Command {
   switch (cmd) {
     case 'run':
       return parseRun(rest);
-    case 'reload':
-    case 'status': {
+    case 'reload': {
       const p = parseOptions(rest, CLIENT_OPTS, cmd, false);
       if (p.opts.has('help')) return { kind: 'help', topic: cmd };
       return { kind: cmd, json: p.opts.has('json'), ...target(p, cmd) };
+    }
+    case 'status': {
+      const p = parseOptions(rest, [...CLIENT_OPTS, { long: 'ready', value: false }], cmd, false);
+      if (p.opts.has('help')) return { kind: 'help', topic: cmd };
+      const ready = p.opts.has('ready');
+      if (ready && p.opts.has('json')) {
+        throw new UsageError('--ready and --json contradict each other', cmd);
+      }
+      return { kind: cmd, json: p.opts.has('json'), ready, ...target(p, cmd) };
     }
     case 'stop': {
       const p = parseOptions(rest, STOP_OPTS, cmd, false);
@@ -290,6 +300,7 @@ function parseRun(argv: readonly string[]): Command {
   set('workers', count('workers', 1, MAX_WORKERS));
   set('readyTimeoutMs', dur('ready-timeout', 1));
   set('drainTimeoutMs', dur('drain-timeout'));
+  set('shutdownDelayMs', dur('shutdown-delay'));
   set('assumeReadyAfterMs', dur('assume-ready-after'));
   set('maxRestarts', count('max-restarts', 0, MAX_RESTARTS));
   set('restartWindowMs', dur('restart-window', 1));

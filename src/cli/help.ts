@@ -48,6 +48,9 @@ Options:
       --drain-timeout DUR      how long a draining worker (its process group) may take before
                                SIGKILL (default ${showDuration(D.drainTimeoutMs)})
       --drain-signal SIG       the signal that asks a worker to drain (default ${D.drainSignal})
+      --shutdown-delay DUR     on SIGTERM/stop, keep serving this long with readiness failing
+                               (quiesce status --ready exits 1) before the drain: the time a
+                               load balancer or Kubernetes needs to stop sending (default ${D.shutdownDelayMs === 0 ? 'none' : showDuration(D.shutdownDelayMs)})
       --max-restarts N         crash restarts of one worker within the window (default ${D.maxRestarts})
       --restart-window DUR     the crash-loop window (default ${showDuration(D.restartWindowMs)})
       --no-preload             do not preload quiesce's hook into Node workers (by default,
@@ -100,9 +103,11 @@ const TOPICS: Record<string, string> = {
   ),
   status: CLIENT(
     'status',
-    '--json',
-    'Shows the listeners, the generations, and each worker: pid, state, uptime, restarts.',
-    '      --json           print the status as JSON',
+    '--json | --ready',
+    'Shows the listeners, the generations, and each worker: pid, state, uptime, restarts.\n' +
+      'With --ready, a readiness probe: exit status 0 while a generation serves, 1 while\n' +
+      'starting or stopping (or when the supervisor cannot be reached).',
+    '      --json           print the status as JSON\n      --ready          only say ready or not, in the exit status',
   ),
   stop: CLIENT(
     'stop',

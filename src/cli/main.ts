@@ -134,6 +134,15 @@ async function runSupervisor(c: Extract<Command, { kind: 'run' }>): Promise<numb
         'still starting. Prefer READY=1 on $QUIESCE_READY_FD.',
     );
   }
+  if (process.pid === 1) {
+    // PID 1 inherits every orphan, and Node can only wait for its own children: say what
+    // that costs rather than leave zombies unexplained.
+    err(
+      'running as PID 1: signals are handled, but orphaned processes (left by wrappers ' +
+        'such as npm start when their shell exits first) are not reaped and stay zombies; ' +
+        'run under an init (docker run --init, or tini as the ENTRYPOINT) to reap them',
+    );
+  }
   let sup: Supervisor | null = null;
   const onHangup = () => {
     if (sup === null) err('SIGHUP before the first generation is ready: ignored');
@@ -185,6 +194,17 @@ async function client(
   }
   if (c.kind === 'status') {
     const res = answer(await controlRequest(path, { op: 'status' }));
+    if (c.ready) {
+      // A readiness probe: serving means running with a generation up; stopping (the
+      // shutdown delay, then the drain) and starting are not ready.
+      const st = res.status as SupervisorStatus;
+      if (st.state === 'running' && st.generation !== null) {
+        out(`ready: generation ${st.generation} serving`);
+        return 0;
+      }
+      out(`not ready: ${st.state}`);
+      return 1;
+    }
     out(
       c.json ? JSON.stringify(res.status, null, 2) : formatStatus(res.status as SupervisorStatus),
     );

@@ -29,6 +29,13 @@ export interface SupervisorOptions {
   /** How long a draining worker (its whole process group) may take to exit before SIGKILL. */
   drainTimeoutMs?: number;
   /**
+   * On stop, how long the workers keep serving, with readiness failing (status `stopping`,
+   * `quiesce status --ready` exits 1), before they drain: the time a load balancer or
+   * Kubernetes needs to stop sending new connections. Stop takes up to this plus
+   * `drainTimeoutMs`.
+   */
+  shutdownDelayMs?: number;
+  /**
    * Last resort for workers that cannot report readiness: treat a worker as ready this long
    * after it started. A guess, not a signal. Default: off (wait for `READY=1`).
    */
@@ -89,6 +96,7 @@ export const supervisorDefaults = Object.freeze({
   workers: 1,
   readyTimeoutMs: 30_000,
   drainTimeoutMs: 30_000,
+  shutdownDelayMs: 0,
   preload: true,
   drainSignal: 'SIGTERM' as NodeJS.Signals,
   maxRestarts: 5,
@@ -106,6 +114,7 @@ export interface Settings {
   workers: number;
   readyTimeoutMs: number;
   drainTimeoutMs: number;
+  shutdownDelayMs: number;
   assumeReadyAfterMs: number | undefined;
   nodePreload: string | undefined;
   /** An explicit compile cache directory, `false` for none, or null: the runtime dir's. */
@@ -174,6 +183,7 @@ export function normalize(o: SupervisorOptions): Settings {
     workers: int('workers', o.workers, d.workers, 1, MAX_WORKERS),
     readyTimeoutMs: ms('readyTimeoutMs', o.readyTimeoutMs, d.readyTimeoutMs, 1),
     drainTimeoutMs: ms('drainTimeoutMs', o.drainTimeoutMs, d.drainTimeoutMs),
+    shutdownDelayMs: ms('shutdownDelayMs', o.shutdownDelayMs, d.shutdownDelayMs),
     assumeReadyAfterMs:
       o.assumeReadyAfterMs === undefined
         ? undefined

@@ -22,7 +22,15 @@
  */
 import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { isCancellation, now, type Result, rethrowCancellation, TaskGroup } from '../core/index.ts';
+import {
+  cancelScope,
+  isCancellation,
+  now,
+  type Result,
+  rethrowCancellation,
+  sleep,
+  TaskGroup,
+} from '../core/index.ts';
 import { pollCancel } from '../core/internal.ts';
 import { Event } from '../sync/event.ts';
 import { resolveCommand } from './command.ts';
@@ -152,6 +160,9 @@ export class Supervisor implements AsyncDisposable {
     const group = new TaskGroup({
       name: 'supervisor',
       policy: 'supervise',
+      // Only stop() ends the workers: a cancelled caller (the CLI on SIGTERM) must not drain
+      // them before stop's shutdown delay, during which they keep serving.
+      shield: true,
       onError: (e, t) => o.log(`internal error in ${t.name}: ${(e as Error)?.message ?? e}`),
     });
     this.#group = group;
@@ -391,6 +402,13 @@ export class Supervisor implements AsyncDisposable {
       o.log(`stopping during start-up: stopping ${live} starting worker(s)`);
     }
     this.#queued?.set({ ok: false, error: new SupervisorStoppingError('reload') });
+    if (wasRunning && o.shutdownDelayMs > 0) {
+      // The propagation wait: readiness already fails (state 'stopping'), the workers still
+      // serve, so connections a load balancer sends before it notices are answered. Shielded:
+      // the stop signal that got us here must not cut it short.
+      o.log(`not ready; serving ${o.shutdownDelayMs} ms more before the drain (shutdown delay)`);
+      await cancelScope(() => sleep(o.shutdownDelayMs), { shield: true });
+    }
     if (this.#group) {
       await this.#group.cancel('supervisor stopping');
       await this.#group[Symbol.asyncDispose]();

@@ -144,9 +144,13 @@ test('run options stop at -- or at the first word, so the worker keeps its own f
   assert.deepEqual(parseArgs(['status', '--json', '--name', 'api']), {
     kind: 'status',
     json: true,
+    ready: false,
     name: 'api',
     control: undefined,
   });
+  assert.equal((parseArgs(['status', '--ready']) as { ready?: boolean }).ready, true);
+  assert.throws(() => parseArgs(['status', '--ready', '--json']), /contradict/);
+  assert.throws(() => parseArgs(['reload', '--ready']), /unknown option --ready/);
   assert.deepEqual(parseArgs(['stop', '--no-wait']), {
     kind: 'stop',
     wait: false,
