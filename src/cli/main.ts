@@ -14,7 +14,7 @@
  *    executable / not found; 130/143 after SIGINT/SIGTERM, once every worker has drained.
  * 3. Every signal listener the CLI adds (SIGHUP for reload) is removed before it exits.
  */
-import { readFileSync } from 'node:fs';
+import { existsSync, readFileSync } from 'node:fs';
 import { isCancellation, QuiesceError, run } from '../core/index.ts';
 import { parseListenFds } from '../net/index.ts';
 import {
@@ -135,8 +135,8 @@ async function runSupervisor(c: Extract<Command, { kind: 'run' }>): Promise<numb
     );
   }
   if (process.pid === 1) {
-    // PID 1 inherits every orphan, and Node can only wait for its own children: say what
-    // that costs rather than leave zombies unexplained.
+    // Only where becomeInit could not (no /bin/sh, no process.execve): say what that costs
+    // rather than leave zombies unexplained.
     err(
       'running as PID 1: signals are handled, but orphaned processes (left by wrappers ' +
         'such as npm start when their shell exits first) are not reaped and stay zombies; ' +
@@ -228,6 +228,33 @@ async function client(
   return 0;
 }
 
+// The init `quiesce run` becomes as PID 1: run quiesce as a child, pass signals on, exit
+// with its status. `wait` in sh collects any child that ends, so orphans handed to PID 1 are
+// reaped while it waits for quiesce.
+const INIT = `"$@" & child=$!
+for s in TERM INT HUP QUIT USR1 USR2; do trap "kill -s $s $child 2>/dev/null" $s; done
+while :; do
+  wait "$child"; st=$?
+  kill -0 "$child" 2>/dev/null || exit "$st"
+done`;
+
+/**
+ * As PID 1 (a container without an init), `quiesce run` replaces itself by a tiny `/bin/sh`
+ * init that runs quiesce again as its child: Node can wait only for its own children, so the
+ * orphans a wrapper leaves (npm's shell exits before the app) would otherwise stay zombies.
+ * Returns false (nothing done) elsewhere, or where there is no `/bin/sh` or `process.execve`.
+ */
+function becomeInit(argv: readonly string[]): boolean {
+  const execve = (process as { execve?: (f: string, a: string[], e: NodeJS.ProcessEnv) => never })
+    .execve;
+  if (process.pid !== 1 || process.platform !== 'linux' || !execve || !existsSync('/bin/sh')) {
+    return false;
+  }
+  const self = [process.execPath, ...process.execArgv, process.argv[1], ...argv];
+  execve('/bin/sh', ['sh', '-c', INIT, 'quiesce-init', ...self], process.env);
+  return true;
+}
+
 /** Runs the CLI on `argv` (without `node` and the script) and returns the exit status. */
 export async function main(argv: readonly string[]): Promise<number> {
   try {
@@ -245,6 +272,7 @@ export async function main(argv: readonly string[]): Promise<number> {
         out(version());
         return 0;
       case 'run':
+        becomeInit(argv);
         return await runSupervisor(c);
       default:
         return await client(c);
