@@ -155,7 +155,7 @@ export async function startWithMode(
 export async function startSupervisor(o: StartOptions): Promise<Sup> {
   const control = join(o.dir, 'control.sock');
   const args = [...(o.args ?? [])];
-  if (!args.some((a) => a.startsWith('--listen') || a === '-l'))
+  if (!o.noListen && !args.some((a) => a.startsWith('--listen') || a === '-l'))
     args.push('--listen', '127.0.0.1:0');
   if (!o.defaultControl && !args.some((a) => a.startsWith('--control') || a === '--no-control')) {
     args.push('--control', control);

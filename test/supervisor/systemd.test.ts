@@ -25,6 +25,7 @@ import {
   until,
   checkNoLeftovers,
 } from './helpers.ts';
+import { EXPRESS_APP, failures, httpLoad, NO_FAILURES } from '../apps/helpers.ts';
 
 checkNoLeftovers();
 
@@ -97,19 +98,16 @@ while True:
 
 /** ExecStart/ExecReload with the installation paths mapped to this checkout. */
 function mapCommand(line: string, control: string): string[] {
-  return line
-    .split(/\s+/)
-    .flatMap((w) =>
-      w === '/opt/hello/node_modules/.bin/quiesce'
-        ? [NODE, CLI]
-        : w === '/usr/bin/node'
-          ? [NODE]
-          : w === '/opt/hello/examples/hello-server.ts'
-            ? [HELLO]
-            : w === '/run/quiesce-hello/control.sock'
-              ? [control]
-              : [w],
-    );
+  const paths: Record<string, string[]> = {
+    '/opt/hello/node_modules/.bin/quiesce': [NODE, CLI],
+    '/opt/app/node_modules/.bin/quiesce': [NODE, CLI],
+    '/usr/bin/node': [NODE],
+    '/opt/hello/examples/hello-server.ts': [HELLO],
+    '/opt/app/examples/apps/express-app.js': [EXPRESS_APP],
+    '/run/quiesce-hello/control.sock': [control],
+    '/run/quiesce-express/control.sock': [control],
+  };
+  return line.split(/\s+/).flatMap((w) => paths[w] ?? [w]);
 }
 
 test('the example units are consistent: stop timeout longer than the drain, 143 is success, notify access for systemd-notify', () => {
@@ -218,4 +216,53 @@ test('a Node worker run by systemd directly gets its socket and reports READY=1 
     new RegExp(`MAINPID=${worker.pid}`),
   );
   assert.equal(await httpGet(Number(out.trim())), 'ok');
+});
+
+test('the Express example unit: an unmodified Express app, socket-activated, reloads under keep-alive load without a failed request and stops with a success status', {
+  timeout: 45_000,
+  skip: (!python || !notifyTool) && 'needs python3 and systemd-notify',
+}, async (t) => {
+  const units = {
+    socket: parseUnit(join(unitDir, 'quiesce-express.socket')).get('Socket')!,
+    service: parseUnit(join(unitDir, 'quiesce-express.service')).get('Service')!,
+  };
+  const get = (k: string) => units.service.get(k)![0];
+  const dir = tempDir(t);
+  const notifyPath = join(dir, 'notify.sock');
+  const receiver = notifyReceiver(notifyPath);
+  t.after(() => killAndWait(receiver.proc));
+  await until(() => receiver.messages().includes('bound'), 10_000, 'the notify socket');
+  const control = join(dir, 'control.sock');
+  const start = mapCommand(get('ExecStart'), control);
+  const dashes = start.indexOf('--');
+  const sup = await startSupervisor({
+    t,
+    dir,
+    noListen: true,
+    args: start.slice(start.indexOf('run') + 1, dashes),
+    worker: start.slice(dashes + 1),
+    wrapper: ['python3', '-c', LAUNCHER],
+    env: {
+      TEST_BACKLOG: units.socket.get('Backlog')![0],
+      TEST_FDNAME: units.socket.get('FileDescriptorName')![0],
+      TEST_NOTIFY_SOCKET: notifyPath,
+    },
+  });
+  // The app calls app.listen(8080); the preload puts it on systemd's socket instead.
+  assert.match(sup.stderr(), /from systemd on 127\.0\.0\.1:\d+ as fd 3 \(http\)/);
+  await until(() => receiver.messages().some((m) => /READY=1/.test(m)), 10_000, 'READY=1');
+  const load = httpLoad(sup.port, { keepAlive: true, concurrency: 4 });
+  try {
+    for (let i = 0; i < 3; i++) {
+      const reload = await runCli(mapCommand(get('ExecReload'), control).slice(2));
+      assert.equal(reload.code, 0, reload.stderr);
+    }
+  } finally {
+    await load.stop();
+  }
+  assert.deepEqual(failures(load.counts), NO_FAILURES, JSON.stringify(load.counts));
+  assert.ok(load.counts.ok > 0);
+  sup.proc.kill(get('KillSignal') as NodeJS.Signals);
+  const code = await sup.exited;
+  assert.ok(get('SuccessExitStatus').split(/\s+/).includes(String(code)), `exit ${code}`);
 });
