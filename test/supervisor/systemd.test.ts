@@ -220,7 +220,6 @@ test('a Node worker run by systemd directly gets its socket and reports READY=1 
 
 test('the Express example unit: an unmodified Express app, socket-activated, reloads under keep-alive load without a failed request and stops with a success status', {
   timeout: 45_000,
-  skip: (!python || !notifyTool) && 'needs python3 and systemd-notify',
 }, async (t) => {
   const units = {
     socket: parseUnit(join(unitDir, 'quiesce-express.socket')).get('Socket')!,
