@@ -72,7 +72,7 @@ test(`quiesce stop over an unmodified Express app with ${IDLE} idle keep-alive c
   assert.equal(r.idleAfter, 0);
   // Tens of ms on a quiet machine; bounded generously here, far below keep-alive (5 s) and
   // drain (20 s) timers, which is what a wrong implementation would wait for.
-  assert.ok(r.afterLastMs < 1500, `exited ${r.afterLastMs} ms after the last response`);
+  assert.ok(r.afterLastMs < 4000, `exited ${r.afterLastMs} ms after the last response`);
   assert.doesNotMatch(sup.stderr(), /SIGKILL/);
 });
 
@@ -117,6 +117,6 @@ test(
     t.diagnostic(`supervisor exited ${r.afterLastMs.toFixed(1)} ms after the last response`);
     assert.deepEqual(r.kinds, Array(IN_FLIGHT).fill('ok'));
     assert.ok(r.afterLastMs >= 0, 'the supervisor exited before the app had answered');
-    assert.ok(r.afterLastMs < 1500, `exited ${r.afterLastMs} ms after the last response`);
+    assert.ok(r.afterLastMs < 4000, `exited ${r.afterLastMs} ms after the last response`);
   },
 );
