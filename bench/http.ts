@@ -51,6 +51,12 @@ async function child(kind: Strategy): Promise<void> {
     res.end('ok');
   };
   const ready = (port: number) => process.stdout.write(`${JSON.stringify({ port })}\n`);
+  // Each line on stdin asks for the CPU time used so far (µs), answered on stdout.
+  process.stdin.on('data', () => {
+    const u = process.cpuUsage();
+    process.stdout.write(`${JSON.stringify({ us: u.user + u.system })}\n`);
+  });
+  process.stdin.on('end', () => process.stdin.destroy());
   const exit = () => process.exit(0);
   if (kind === 'serveHttp') {
     const { serveHttp } = await import('../src/http/index.ts');
@@ -157,20 +163,33 @@ interface Server {
   proc: ChildProcess;
   port: number;
   exited: Promise<number>;
+  /** CPU time (user + system, µs) the server process used so far. */
+  cpu(): Promise<number>;
 }
 
 function startServer(kind: Strategy): Promise<Server> {
   const proc = spawn(process.execPath, [self, '--child', kind], {
-    stdio: ['ignore', 'pipe', 'inherit'],
+    stdio: ['pipe', 'pipe', 'inherit'],
   });
   const exited = new Promise<number>((r) => proc.once('exit', () => r(performance.now())));
+  const waiting: ((line: string) => void)[] = [];
+  let buf = '';
+  proc.stdout!.on('data', (d: Buffer) => {
+    buf += d;
+    for (let nl = buf.indexOf('\n'); nl >= 0; nl = buf.indexOf('\n')) {
+      const line = buf.slice(0, nl);
+      buf = buf.slice(nl + 1);
+      waiting.shift()?.(line);
+    }
+  });
+  const next = () => new Promise<string>((r) => waiting.push(r));
+  const cpu = async () => {
+    const answer = next();
+    proc.stdin!.write('cpu\n');
+    return JSON.parse(await answer).us as number;
+  };
   return new Promise((resolve, reject) => {
-    let buf = '';
-    proc.stdout!.on('data', (d: Buffer) => {
-      buf += d;
-      const nl = buf.indexOf('\n');
-      if (nl >= 0) resolve({ proc, port: JSON.parse(buf.slice(0, nl)).port, exited });
-    });
+    next().then((line) => resolve({ proc, port: JSON.parse(line).port, exited, cpu }));
     proc.once('exit', (code) => reject(new Error(`${kind} server exited early (${code})`)));
   });
 }
@@ -211,32 +230,49 @@ const spread = (xs: number[]) => `${fmt(Math.min(...xs))}–${fmt(Math.max(...xs
 async function throughput(): Promise<void> {
   const rounds = isQuick ? 2 : Number(process.env.BENCH_ROUNDS ?? 5);
   const seconds = isQuick ? 1 : Number(process.env.BENCH_HTTP_SECONDS ?? 3);
-  const raw = await startServer('raw');
-  const q = await startServer('serveHttp');
+  const servers = { raw: await startServer('raw'), serveHttp: await startServer('serveHttp') };
   const rps: Record<string, number[]> = { raw: [], serveHttp: [] };
+  const cpu: Record<string, number[]> = { raw: [], serveHttp: [] };
   const ratios: number[] = [];
-  await wrk(raw.port, 1); // warm-up
-  await wrk(q.port, 1);
+  const cpuRatios: number[] = [];
+  await wrk(servers.raw.port, 1); // warm-up
+  await wrk(servers.serveHttp.port, 1);
   for (let i = 0; i < rounds; i++) {
-    const order = i % 2 === 0 ? ['raw', 'serveHttp'] : ['serveHttp', 'raw'];
-    for (const k of order) rps[k].push((await wrk(k === 'raw' ? raw.port : q.port, seconds)).rps);
+    const order = i % 2 === 0 ? (['raw', 'serveHttp'] as const) : (['serveHttp', 'raw'] as const);
+    for (const k of order) {
+      const before = await servers[k].cpu();
+      const r = await wrk(servers[k].port, seconds);
+      const used = (await servers[k].cpu()) - before;
+      rps[k].push(r.rps);
+      cpu[k].push(used / r.requests);
+    }
     ratios.push(rps.serveHttp[i] / rps.raw[i]);
+    cpuRatios.push(cpu.raw[i] / cpu.serveHttp[i]);
   }
-  raw.proc.kill('SIGKILL');
-  q.proc.kill('SIGKILL');
+  for (const s of Object.values(servers)) s.proc.kill('SIGKILL');
+  const r2 = (xs: number[]) =>
+    `${median(xs).toFixed(2)} (${Math.min(...xs).toFixed(2)}–${Math.max(...xs).toFixed(2)})`;
+  const us = (xs: number[]) =>
+    `${median(xs).toFixed(1)} (${Math.min(...xs).toFixed(1)}–${Math.max(...xs).toFixed(1)})`;
   console.log(
     `\nThroughput: hello world, wrk -t2 -c50 keep-alive, ${rounds} rounds × ${seconds} s`,
   );
   printRows([
-    ['server', 'req/s median', 'spread', '× raw'],
-    ['raw node:http', fmt(median(rps.raw)), spread(rps.raw), '1.00'],
+    ['server', 'req/s median', 'spread', '× raw', 'server CPU µs/req', '× raw (by CPU)'],
+    ['raw node:http', fmt(median(rps.raw)), spread(rps.raw), '1.00', us(cpu.raw), '1.00'],
     [
       'serveHttp',
       fmt(median(rps.serveHttp)),
       spread(rps.serveHttp),
-      `${median(ratios).toFixed(2)} (${Math.min(...ratios).toFixed(2)}–${Math.max(...ratios).toFixed(2)})`,
+      r2(ratios),
+      us(cpu.serveHttp),
+      r2(cpuRatios),
     ],
   ]);
+  console.log(
+    '(× raw by CPU = raw CPU per request / serveHttp CPU per request: the throughput ratio a',
+  );
+  console.log(' saturated, otherwise idle core would show; less sensitive to a shared machine)');
 }
 
 /** A raw keep-alive connection that made one request and now sits idle; resolves its fate. */

@@ -281,7 +281,6 @@ class Drain {
       if (c.timer) clearTimeout(c.timer);
       c.timer = null;
     }
-    /** @type {any} */ (res)[kConn] = c;
     if (this.draining) res.shouldKeepAlive = false;
     res.once('close', onResponseClose);
   }
@@ -546,10 +545,14 @@ class Drain {
   }
 }
 
-/** @this {ServerResponse} */
+/**
+ * Through `res.req.socket` rather than a property on the response: node:http has nulled
+ * `res.socket` by now, and a property added per response costs every response a new shape.
+ * @this {ServerResponse}
+ */
 function onResponseClose() {
-  const c = /** @type {any} */ (this)[kConn];
-  c.drain.onResponseClose(c, this);
+  const c = /** @type {any} */ (this.req.socket)[kConn];
+  if (c) c.drain.onResponseClose(c, this);
 }
 
 /**

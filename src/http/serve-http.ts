@@ -27,10 +27,9 @@ import type https from 'node:https';
 import type { AddressInfo } from 'node:net';
 import {
   ArgumentError,
-  cancelScope,
+  type CancelCause,
   isCancellation,
   now,
-  type ScopeHandle,
   spawn,
   type Task,
   TaskGroup,
@@ -217,10 +216,9 @@ export class HttpServer implements AsyncDisposable {
   #wakeStop: (() => void) | null = null;
   #cutPropagation: (() => void) | null = null;
   #adopted: RequestListener | null = null;
-  readonly #scopeOptions: { timeoutMs?: number };
   // Handlers whose response is closed but whose promise has not settled, waiting for the end
   // of the drain to be let go. Invariant: empty, and never added to, once #released.
-  readonly #parked = new Set<() => void>();
+  readonly #parked = new Set<RequestLife>();
   #released = false;
   #abandoned = 0;
   #cancelledAtDeadline = 0;
@@ -242,7 +240,6 @@ export class HttpServer implements AsyncDisposable {
     this.#drainMs = phases.drainTimeoutMs;
     this.#o = o;
     this.#ready = o.startReady ?? true;
-    this.#scopeOptions = o.requestTimeoutMs === undefined ? {} : { timeoutMs: o.requestTimeoutMs };
     this.#drainer = attachDrain(server, {
       minIdleMs: o.minIdleMs,
       lingerMs: o.lingerMs,
@@ -311,10 +308,12 @@ export class HttpServer implements AsyncDisposable {
       s.on('request', this.#onRequest);
     }
     if (this.#listener) {
-      this.#listener.attach((socket) => {
+      const accept = (socket: import('node:net').Socket) => {
         s.emit('connection', socket);
         socket.resume();
-      });
+      };
+      // Once per connection, so that its requests start in the requests' context.
+      this.#listener.attach((socket) => runIn(this.#groupCtx, accept, socket));
     }
   }
 
@@ -366,71 +365,73 @@ export class HttpServer implements AsyncDisposable {
 
   #spawnRequest(req: http.IncomingMessage, res: http.ServerResponse): void {
     this.#running++;
-    // In the requests' context, whatever context node:http emits the request in.
-    runIn(this.#groupCtx, serveOne, { server: this, req, res });
+    // node:http emits a request in the async context its connection was accepted in. A
+    // server listening here was listened (or its sockets handed over) in the requests'
+    // context, so nothing needs switching — the hot path; an adopted server pays a runIn.
+    if (current().scope === this.#groupCtx.scope) this.#begin(req, res);
+    else runIn(this.#groupCtx, beginOne, { server: this, req, res });
   }
 
-  /** @internal the request's life, in its own cancel scope (guarantee 1). */
-  async serveRequest(req: http.IncomingMessage, res: http.ServerResponse): Promise<void> {
-    try {
-      await cancelScope((scope) => this.#inScope(scope, req, res), this.#scopeOptions);
-    } catch (e) {
-      // Only an error of #failed itself, or the group's cancellation raised after the
-      // response closed, can land here; both are over.
-      if (!isCancellation(e)) this.#reportError(e, req, current());
-    } finally {
-      if (--this.#running === 0 && this.#idleWaiter) this.#idleWaiter();
-    }
-  }
-
-  async #inScope(scope: ScopeHandle, req: http.IncomingMessage, res: http.ServerResponse) {
-    // A lazily built promise would save little: every request waits for its close.
-    const closed = new Promise<void>((resolve) => {
-      res.once('close', () => {
-        if (!res.writableEnded) scope.cancel('client gone');
-        resolve();
-      });
-    });
-    try {
-      const r = (this.#app ?? this.#adopted!)(req, res);
-      if (isThenable(r)) await this.#settledOrAbandoned(r, closed);
-    } catch (e) {
-      this.#failed(e, req, res, current());
-    }
-    await closed;
+  /** @internal runs `fn` in the requests' context (listening there makes it the requests'). */
+  inRequestContext<T>(fn: () => T): T {
+    return runIn(this.#groupCtx, call, fn) as T;
   }
 
   /**
-   * Waits for the handler's promise; once its response is closed and the drain is over, stops
-   * waiting (the handler ignored its cancellation) and counts it as abandoned.
+   * @internal starts a request's life (guarantee 1): a scope of its own — a task group's, so
+   * that tasks the handler spawns are cancelled with it — open from the request until its
+   * response closes and its handler's promise settles. No async frame: this runs per request.
    */
-  #settledOrAbandoned(r: PromiseLike<unknown>, closed: Promise<void>): Promise<void> {
-    return new Promise<void>((resolve, reject) => {
-      let settled = false;
-      const letGo = () => {
-        if (settled) return;
-        settled = true;
-        this.#abandoned++;
-        resolve();
-      };
-      r.then(
-        () => {
-          settled = true;
-          this.#parked.delete(letGo);
-          resolve();
-        },
-        (e: unknown) => {
-          settled = true;
-          this.#parked.delete(letGo);
-          reject(e);
-        },
-      );
-      closed.then(() => {
-        if (settled) return;
-        if (this.#released) letGo();
-        else this.#parked.add(letGo);
-      });
-    });
+  begin(req: http.IncomingMessage, res: http.ServerResponse): void {
+    this.#begin(req, res);
+  }
+
+  #begin(req: http.IncomingMessage, res: http.ServerResponse): void {
+    const life = new RequestLife(this, new TaskGroup(REQUEST_GROUP), req, res);
+    const ms = this.#o.requestTimeoutMs;
+    if (ms !== undefined && ms !== Number.POSITIVE_INFINITY) life.setDeadline(now() + ms);
+    runIn(
+      { task: this.#groupCtx.task, scope: life.group.scope, mask: this.#groupCtx.mask },
+      runHandler,
+      life,
+    );
+  }
+
+  /** @internal calls the handler inside the request's scope. */
+  handle(life: RequestLife): void {
+    const { req, res } = life;
+    let r: unknown;
+    try {
+      r = (this.#app ?? this.#adopted!)(req, res);
+    } catch (e) {
+      this.#failed(e, req, res, current());
+      return;
+    }
+    if (!isThenable(r)) return;
+    life.pending = true;
+    r.then(
+      () => life.settled(),
+      (e: unknown) => {
+        if (!life.abandoned) this.#failed(e, req, res, current());
+        life.settled();
+      },
+    );
+  }
+
+  /**
+   * @internal a request whose response closed while its handler's promise is pending: it
+   * waits for the end of the drain to be let go (the handler ignored its cancellation).
+   */
+  park(life: RequestLife): void {
+    if (this.#released) life.letGo();
+    else this.#parked.add(life);
+  }
+
+  /** @internal a request's life ended. */
+  ended(life: RequestLife): void {
+    this.#parked.delete(life);
+    if (life.abandoned) this.#abandoned++;
+    if (--this.#running === 0 && this.#idleWaiter) this.#idleWaiter();
   }
 
   #failed(e: unknown, req: http.IncomingMessage, res: http.ServerResponse, ctx: Ctx): void {
@@ -562,7 +563,7 @@ export class HttpServer implements AsyncDisposable {
       });
     }
     this.#released = true;
-    for (const letGo of [...this.#parked]) letGo();
+    for (const life of [...this.#parked]) life.letGo();
     this.#parked.clear();
     if (this.#running > 0) await new Promise<void>((r) => (this.#idleWaiter = r));
     group.close();
@@ -624,12 +625,94 @@ export class HttpServer implements AsyncDisposable {
   }
 }
 
-function serveOne(a: {
+const REQUEST_GROUP = { name: 'request' };
+
+/**
+ * One request, from its 'request' event to the end of its scope.
+ * Invariant: the scope (group) is closed exactly when closed && (!pending || abandoned).
+ */
+class RequestLife {
+  readonly server: HttpServer;
+  readonly group: TaskGroup;
+  readonly req: http.IncomingMessage;
+  readonly res: http.ServerResponse;
+  pending = false;
+  closed = false;
+  abandoned = false;
+  #deadline: Deadline | null = null;
+
+  constructor(
+    server: HttpServer,
+    group: TaskGroup,
+    req: http.IncomingMessage,
+    res: http.ServerResponse,
+  ) {
+    this.server = server;
+    this.group = group;
+    this.req = req;
+    this.res = res;
+    res.once('close', () => this.#onClose());
+  }
+
+  setDeadline(at: number): void {
+    this.#deadline = addDeadline(at, () => {
+      this.#deadline = null;
+      this.group.scope.cancel({
+        kind: 'deadline',
+        reason: 'requestTimeoutMs',
+        deadline: at,
+        at: now(),
+      });
+    });
+  }
+
+  #onClose(): void {
+    // The client went away before the response ended: cancel the handler.
+    if (!this.res.writableEnded) this.group.scope.cancel(CLIENT_GONE());
+    this.closed = true;
+    if (this.pending) this.server.park(this);
+    else this.#end();
+  }
+
+  settled(): void {
+    if (!this.pending) return;
+    this.pending = false;
+    if (this.closed) this.#end();
+  }
+
+  letGo(): void {
+    if (!this.pending) return;
+    this.abandoned = true;
+    this.pending = false;
+    this.#end();
+  }
+
+  #end(): void {
+    if (this.#deadline) removeDeadline(this.#deadline);
+    this.#deadline = null;
+    this.group.dispose();
+    this.server.ended(this);
+  }
+}
+
+function CLIENT_GONE(): CancelCause {
+  return { kind: 'cancel', reason: 'client gone', at: now() };
+}
+
+function runHandler(life: RequestLife): void {
+  life.server.handle(life);
+}
+
+function beginOne(a: {
   server: HttpServer;
   req: http.IncomingMessage;
   res: http.ServerResponse;
-}): Promise<void> {
-  return a.server.serveRequest(a.req, a.res);
+}): void {
+  a.server.begin(a.req, a.res);
+}
+
+function call<T>(fn: () => T): T {
+  return fn();
 }
 
 function isThenable(v: unknown): v is PromiseLike<unknown> {
@@ -767,7 +850,14 @@ export async function serveHttp(
     }
   }
   const s = new HttpServer(server, app, listener, phases, o);
-  if (listen) await listen();
   s.start();
+  if (listen) {
+    try {
+      await s.inRequestContext(listen);
+    } catch (e) {
+      await s.shutdown({ drainTimeoutMs: 0 }).catch(() => {});
+      throw e;
+    }
+  }
   return s;
 }
