@@ -8,7 +8,7 @@
  *    checkpoint in the handler see it cancelled when the client goes away before the response
  *    ends (`res` 'close' before `writableEnded`), at `requestTimeoutMs`, and at the drain
  *    deadline; its `finally`/`bracket` cleanup runs in the cleanup window, which is the
- *    cancel grace (`serveRequest`). Tasks a handler spawns are cancelled with its scope.
+ *    cancel grace (`RequestLife`). Tasks a handler spawns are cancelled with its scope.
  * 2. Shutdown = propagation (readiness fails, serving goes on; ends early once new connections
  *    stop, if `propagationQuietMs` is set), drain (drain.js: `Connection: close`, no-race idle
  *    closes, graceful closes), cancel grace (request tasks cancelled, then sockets destroyed).

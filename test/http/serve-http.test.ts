@@ -61,6 +61,26 @@ describe('serveHttp', () => {
     assert.equal(report.requestsCancelled, 0);
   });
 
+  test('a task the handler spawned is cancelled with its request when the client goes away', async () => {
+    let childCleaned = false;
+    let started = false;
+    const server = await serveHttp(async (_req, res) => {
+      const child = spawn(async () => {
+        started = true;
+        try {
+          await sleep(30_000);
+        } finally {
+          childCleaned = true;
+        }
+      });
+      await child.result();
+      res.end('never');
+    }, local);
+    await abandon(server.port!, '/', () => started);
+    assert.ok(await until(() => childCleaned), "the child's finally ran");
+    await server.shutdown();
+  });
+
   test('a handler in a quiesce sleep is cancelled at the drain deadline and cleans up; its client gets a 503', async () => {
     let cleaned = false;
     const server = await serveHttp(
