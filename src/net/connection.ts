@@ -19,10 +19,17 @@
  *    data and an orderly EOF, never a reset.
  */
 import type net from 'node:net';
-import { addDeadline, type Deadline, now, removeDeadline } from '../core/clock.ts';
-import { block, pendingCancellation, type Waiter } from '../core/context.ts';
-import { ArgumentError } from '../core/errors.ts';
-import { inCleanup } from '../core/internal.ts';
+import { ArgumentError } from '../core/index.ts';
+import {
+  addDeadline,
+  block,
+  type Deadline,
+  inCleanup,
+  now,
+  pendingCancellation,
+  removeDeadline,
+  type Waiter,
+} from '../core/internal.ts';
 import { after, type SelectEvent, select } from '../sync/select.ts';
 import { type DrainFlag, neverDraining } from './drain.ts';
 import {

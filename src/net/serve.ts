@@ -19,12 +19,8 @@
  * 6. At `maxConnections` new connections wait, unread, for a slot: they are never dropped.
  */
 import type net from 'node:net';
-import { addDeadline, now, removeDeadline } from '../core/clock.ts';
-import { current, runIn } from '../core/context.ts';
-import { report } from '../core/diagnostics.ts';
-import { ArgumentError, isCancellation } from '../core/errors.ts';
-import { TaskGroup } from '../core/group.ts';
-import { spawn, type Task } from '../core/task.ts';
+import { ArgumentError, isCancellation, spawn, type Task, TaskGroup } from '../core/index.ts';
+import { addDeadline, current, now, removeDeadline, report, runIn } from '../core/internal.ts';
 import { Semaphore } from '../sync/semaphore.ts';
 import { Connection } from './connection.ts';
 import { DrainFlag } from './drain.ts';

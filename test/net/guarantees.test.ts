@@ -9,7 +9,7 @@
 import assert from 'node:assert/strict';
 import net from 'node:net';
 import { describe, test } from 'node:test';
-import type { Waiter } from '../../src/core/context.ts';
+import type { Waiter } from '../../src/core/internal.ts';
 import { listen, type ServeOptions, serve } from '../../src/net/index.ts';
 import type { SelectEvent } from '../../src/sync/select.ts';
 import { checkLeaks } from '../helpers/leaks.ts';
