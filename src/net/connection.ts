@@ -94,6 +94,9 @@ const LINE = 1;
 /** Unread bytes at which a connection stops reading from the socket (see guarantee 1). */
 const PAUSE_AT = 65536;
 const RESOLVED: Promise<void> = Promise.resolve();
+/** Where a socket's shared listeners find their connection. */
+const kConnection = Symbol('quiesce.connection');
+type Owned = net.Socket & { [kConnection]: Connection };
 /** What a reader's poll gives: a value (with the bytes it consumed), a failure, or "wait". */
 type Polled<T> = { value: T; raw: Buffer | null } | Error | undefined;
 const END: { value: null; raw: null } = { value: null, raw: null };
@@ -114,6 +117,12 @@ function badMax(max: unknown, what: string): ArgumentError | null {
 }
 
 let nextId = 1;
+// The connection whose read is blocking right now: `block` calls its register synchronously,
+// so a shared register finds the connection here instead of in a closure made per read.
+let blocking: Connection | null = null;
+let registerNext: (w: Waiter<any>) => () => void;
+type Listener = (this: net.Socket, ...args: any[]) => void;
+let listeners: Record<'end' | 'error' | 'drain' | 'close' | 'data', Listener>;
 
 /**
  * A connection handed to a `serve` handler. Reads are for one task at a time; writes may come
@@ -157,8 +166,17 @@ export class Connection implements AsyncDisposable {
   #idleTimer: Deadline | null = null;
   #wakeWriters: Set<() => void> | null = null;
   #closing: Promise<GracefulCloseResult> | null = null;
-  #closed: Promise<void>;
+  // `closed`, made on first use: most connections are never asked. Invariant: once
+  // #closeEmitted, #closed is null or resolved.
+  #closed: Promise<void> | null = null;
+  #resolveClosed: (() => void) | null = null;
+  #closeEmitted = false;
+  // The socket emitted 'close', or was destroyed.
   #isClosed = false;
+  // The blocked reader's unregister and the idle timer's callback, made once: no closure per
+  // blocking read (see registerNext).
+  #unregisterReader: (() => void) | null = null;
+  #onIdle: (() => void) | null = null;
 
   /** @internal a server creates connections; so can you, from a connected socket. */
   constructor(socket: net.Socket, settings?: ConnectionSettings) {
@@ -170,34 +188,20 @@ export class Connection implements AsyncDisposable {
     }
     this.#idleMs = idle;
     this.#drain = settings?.drain ?? neverDraining;
-    socket.on('end', () => {
-      this.#eof = true;
-      this.#wake();
-    });
-    socket.on('error', (e: Error) => {
-      this.#error ??= e;
-      this.#wake();
-    });
-    socket.on('drain', () => this.#wakeWrite());
+    // One shared listener per event, finding us through the socket: a closure per event and
+    // connection would cost every idle connection a few hundred bytes.
+    (socket as Owned)[kConnection] = this;
+    socket.on('end', listeners.end);
+    socket.on('error', listeners.error);
+    socket.on('drain', listeners.drain);
     // A socket that already emitted 'close' never emits it again: without this, `closed` and
     // `gracefulClose` would wait forever.
     if (socket.closed) {
       this.#isClosed = true;
-      this.#closed = RESOLVED;
+      this.#closeEmitted = true;
       return;
     }
-    this.#closed = new Promise<void>((resolve) => {
-      socket.once('close', () => {
-        this.#isClosed = true;
-        if (this.#idleTimer !== null) {
-          removeDeadline(this.#idleTimer);
-          this.#idleTimer = null;
-        }
-        this.#wake();
-        this.#wakeWrite();
-        resolve();
-      });
-    });
+    socket.on('close', listeners.close);
     if (socket.destroyed) this.#isClosed = true;
   }
 
@@ -233,6 +237,13 @@ export class Connection implements AsyncDisposable {
 
   /** Resolves when the socket is fully closed (never rejects; not a checkpoint). */
   get closed(): Promise<void> {
+    if (this.#closed === null) {
+      this.#closed = this.#closeEmitted
+        ? RESOLVED
+        : new Promise<void>((resolve) => {
+            this.#resolveClosed = resolve;
+          });
+    }
     return this.#closed;
   }
 
@@ -276,7 +287,7 @@ export class Connection implements AsyncDisposable {
     this.#flowing = true;
     if (!this.#listening) {
       this.#listening = true;
-      this.socket.on('data', (chunk: Buffer) => this.#onData(chunk));
+      this.socket.on('data', listeners.data);
     }
     this.socket.resume();
   }
@@ -427,7 +438,7 @@ export class Connection implements AsyncDisposable {
       this.#reader = null;
       w.fail(new IdleTimeoutError(this.#idleMs));
     } else {
-      this.#idleTimer = addDeadline(at, () => this.#onIdleTimer());
+      this.#idleTimer = addDeadline(at, this.#onIdle!);
     }
   }
 
@@ -435,12 +446,20 @@ export class Connection implements AsyncDisposable {
    * Registers `w` as the one blocked reader: it is handed the first completed `poll()` after a
    * wake-up, fails on an error or at the idle limit `idleAt`. If the commit is refused (the
    * waiter was aborted meanwhile), the bytes go back in front — no byte lost (guarantee 2).
+   * Returns an unregister that clears `w` only (the `SelectEvent` contract: harmless late).
    */
-  /** Enqueues `w` as the one blocked reader (see #reader); its idle limit is `idleAt`. */
   #register(w: Waiter<any>, kind: number, max: number, what: string, idleAt: number): () => void {
+    if (!this.#enqueue(w, kind, max, what, idleAt)) return noop;
+    return () => {
+      if (this.#reader === w) this.#reader = null;
+    };
+  }
+
+  /** Makes `w` the blocked reader (see #reader), or fails it if another one waits. */
+  #enqueue(w: Waiter<any>, kind: number, max: number, what: string, idleAt: number): boolean {
     if (this.#reader !== null) {
       w.fail(new ConcurrentReadError());
-      return noop;
+      return false;
     }
     this.#reader = w;
     this.#readerKind = kind;
@@ -451,11 +470,72 @@ export class Connection implements AsyncDisposable {
       const t = this.#idleTimer;
       if (t === null || t.at > idleAt) {
         if (t !== null) removeDeadline(t);
-        this.#idleTimer = addDeadline(idleAt, () => this.#onIdleTimer());
+        this.#idleTimer = addDeadline(idleAt, (this.#onIdle ??= () => this.#onIdleTimer()));
       }
     }
-    return () => {
-      if (this.#reader === w) this.#reader = null;
+    return true;
+  }
+
+  /**
+   * Blocks in `read`/`readLine` until served. Called only while no reader waits (#readOp
+   * checks), so the reader fields can carry the arguments to `registerNext`.
+   */
+  #blockRead<T>(kind: number, max: number, what: string, idleAt: number): Promise<T> {
+    this.#readerKind = kind;
+    this.#readerMax = max;
+    this.#readerWhat = what;
+    this.#readerIdleAt = idleAt;
+    blocking = this;
+    const p = block<T>(registerNext);
+    blocking = null; // `block` may not have called it (a pending cancellation)
+    return p;
+  }
+
+  static {
+    // The socket's listeners, the same functions for every connection (`this` is the socket).
+    listeners = {
+      end(this: net.Socket) {
+        const c = (this as Owned)[kConnection];
+        c.#eof = true;
+        c.#wake();
+      },
+      error(this: net.Socket, e: Error) {
+        const c = (this as Owned)[kConnection];
+        c.#error ??= e;
+        c.#wake();
+      },
+      drain(this: net.Socket) {
+        (this as Owned)[kConnection].#wakeWrite();
+      },
+      close(this: net.Socket) {
+        const c = (this as Owned)[kConnection];
+        c.#isClosed = true;
+        c.#closeEmitted = true;
+        if (c.#idleTimer !== null) {
+          removeDeadline(c.#idleTimer);
+          c.#idleTimer = null;
+        }
+        c.#wake();
+        c.#wakeWrite();
+        c.#resolveClosed?.();
+        c.#resolveClosed = null;
+      },
+      data(this: net.Socket, chunk: Buffer) {
+        (this as Owned)[kConnection].#onData(chunk);
+      },
+    };
+    // `block`'s register for #blockRead. Its unregister is shared: `block` calls it only when
+    // it interrupts the waiter, which is then still the registered reader (a second reader is
+    // refused, not queued), so it can clear whatever reader is registered.
+    registerNext = (w) => {
+      const c = blocking!;
+      blocking = null;
+      if (!c.#enqueue(w, c.#readerKind, c.#readerMax, c.#readerWhat, c.#readerIdleAt)) {
+        return noop;
+      }
+      return (c.#unregisterReader ??= () => {
+        c.#reader = null;
+      });
     };
   }
 
@@ -468,7 +548,7 @@ export class Connection implements AsyncDisposable {
       // the wait, whose own checkpoint raises a pending cancellation before anything happens.
       if (!this.#isClosed && !this.socket.destroyed) {
         this.#want();
-        return block<T>((w) => this.#register(w, kind, max, what, idleAt));
+        return this.#blockRead<T>(kind, max, what, idleAt);
       }
     }
     const cancelled = pendingCancellation();
@@ -476,7 +556,7 @@ export class Connection implements AsyncDisposable {
     const r = this.#poll(kind, max, what);
     if (r instanceof Error) return Promise.reject(r);
     if (r !== undefined) return Promise.resolve(r.value);
-    return block<T>((w) => this.#register(w, kind, max, what, idleAt));
+    return this.#blockRead<T>(kind, max, what, idleAt);
   }
 
   /**
@@ -743,7 +823,7 @@ export class Connection implements AsyncDisposable {
     this.#wakeWrite();
     if (already) {
       s.destroy();
-      await this.#closed;
+      await this.closed;
       return { outcome: 'closed', discardedBytes: 0 };
     }
     if (!s.writableEnded) s.end();
@@ -779,7 +859,7 @@ export class Connection implements AsyncDisposable {
     }
     const discarded = this.#discarded;
     s.destroy();
-    await this.#closed;
+    await this.closed;
     return { outcome, discardedBytes: discarded };
   }
 

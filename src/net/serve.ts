@@ -18,6 +18,7 @@
  *    shielded from that cancellation and drained with the configured deadline.
  * 6. At `maxConnections` new connections wait, unread, for a slot: they are never dropped.
  */
+import { AsyncResource } from 'node:async_hooks';
 import type net from 'node:net';
 import { ArgumentError, isCancellation, spawn, type Task, TaskGroup } from '../core/index.ts';
 import { addDeadline, current, now, removeDeadline, report, runIn } from '../core/internal.ts';
@@ -198,8 +199,13 @@ export class Server implements AsyncDisposable {
     this.#groupCtx = { task: ctx.task, scope: this.#group.scope, mask: ctx.mask };
     const signal = ctx.scope.signal();
     const onAbort = () => this.#requestStop(this.#drainMs);
+    // Accept callbacks run in whatever context Node gives them; bound once to the group's
+    // context, each runs there without a context frame of its own per connection.
+    const accept = runIn(this.#groupCtx, bindToContext, (socket: net.Socket) =>
+      this.#accept(socket),
+    );
     try {
-      this.listener.attach((socket) => this.#accept(socket));
+      this.listener.attach(accept);
       // Wait for a shutdown request or the cancellation of this task, without a checkpoint:
       // for a server, being cancelled *means* "shut down gracefully".
       await new Promise<void>((resolve) => {
@@ -227,8 +233,7 @@ export class Server implements AsyncDisposable {
       socket.destroy();
       return;
     }
-    // In the server's context, whatever context Node runs the accept callback in.
-    runIn(this.#groupCtx, (c: Connection) => this.#spawnOne(c), conn);
+    this.#spawnOne(conn);
   }
 
   #spawnOne(conn: Connection): void {
@@ -402,6 +407,11 @@ export class Server implements AsyncDisposable {
   async [Symbol.asyncDispose](): Promise<void> {
     await this.shutdown();
   }
+}
+
+/** `fn`, bound to the context current now (for `runIn`). */
+function bindToContext<A extends unknown[]>(fn: (...a: A) => void): (...a: A) => void {
+  return AsyncResource.bind(fn);
 }
 
 function nextTurn(): Promise<void> {
