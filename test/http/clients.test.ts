@@ -7,6 +7,9 @@ import { describe, test } from 'node:test';
 import { promisify } from 'node:util';
 import { serveHttp } from '../../src/http/index.ts';
 import { delay, until } from './helpers.ts';
+import { checkLeaks } from '../helpers/leaks.ts';
+
+checkLeaks();
 
 const local = { port: 0, host: '127.0.0.1' };
 const slowApp = async (req: { url?: string }, res: { end(s: string): void }) => {

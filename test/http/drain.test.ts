@@ -11,6 +11,9 @@ import { fileURLToPath } from 'node:url';
 import { promisify } from 'node:util';
 import { attachDrain } from '../../src/http/drain.js';
 import { closedOf, delay, get, hammer, idleClient, listenLocal, until } from './helpers.ts';
+import { checkLeaks } from '../helpers/leaks.ts';
+
+checkLeaks();
 
 /** A server whose `/slow?ms=N` answers after N ms and `/` at once ("ok"). */
 function app(req: http.IncomingMessage, res: http.ServerResponse): void {

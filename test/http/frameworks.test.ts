@@ -14,6 +14,9 @@ import Koa from 'koa';
 import { sleep } from '../../src/core/index.ts';
 import { type RequestListener, serveHttp } from '../../src/http/index.ts';
 import { delay, get, hammer, idleClient, until } from './helpers.ts';
+import { checkLeaks } from '../helpers/leaks.ts';
+
+checkLeaks();
 
 /** What each framework's app answers: `/` → ok, `/slow?ms=N` → slow after N ms, `/wait` → a quiesce sleep whose finally is recorded. */
 interface Built {

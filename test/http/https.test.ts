@@ -9,6 +9,9 @@ import tls from 'node:tls';
 import { describe, test } from 'node:test';
 import { serveHttp } from '../../src/http/index.ts';
 import { until } from './helpers.ts';
+import { checkLeaks } from '../helpers/leaks.ts';
+
+checkLeaks();
 
 const dir = new URL('./fixtures/', import.meta.url);
 const key = readFileSync(new URL('key.pem', dir));

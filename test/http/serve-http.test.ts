@@ -14,6 +14,9 @@ import {
 } from '../../src/http/index.ts';
 import { listen } from '../../src/net/index.ts';
 import { delay, get, until } from './helpers.ts';
+import { checkLeaks } from '../helpers/leaks.ts';
+
+checkLeaks();
 
 const local = { port: 0, host: '127.0.0.1' };
 
