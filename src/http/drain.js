@@ -67,6 +67,9 @@ import diagnosticsChannel from 'node:diagnostics_channel';
  * @property {boolean} [closeListener] Stop accepting (close the listening socket) once its
  *   accept queue is quiet. Default: true.
  * @property {() => void} [onDeadline] Called once at the deadline, before the grace period.
+ * @property {Promise<unknown>} [listenerClosed] With `closeListener: false`: resolves when
+ *   whoever owns the listening socket has closed it; the drain ends only after it (and after
+ *   the connections accepted until then).
  */
 
 /**
@@ -427,15 +430,17 @@ class Drain {
     for (const c of this.conns) this.enterDrain(c);
     this.retime(deadlineMs);
     const closeListener = options?.closeListener ?? true;
+    const external = options?.listenerClosed;
     this.done = (async () => {
-      const listenerClosed = closeListener ? this.closeListener() : Promise.resolve();
+      const listenerClosed = closeListener ? this.closeListener() : external;
+      // The listener first: connections it still accepts (see closeListener) are drained too.
+      if (listenerClosed) await listenerClosed.catch(noop);
       await new Promise((resolve) => {
         this.checkDone = () => {
           if (this.conns.size === 0) resolve(undefined);
         };
         this.checkDone();
       });
-      await listenerClosed;
       if (this.deadlineTimer) clearTimeout(this.deadlineTimer);
       if (this.forceTimer) clearTimeout(this.forceTimer);
       this.deadlineTimer = this.forceTimer = null;

@@ -536,15 +536,14 @@ export class HttpServer implements AsyncDisposable {
       deadlineMs: this.#drainMs,
       graceMs: this.phases.cancelGraceMs,
       closeListener: listener === null,
+      listenerClosed: listener ? this.#closeListener(listener) : undefined,
       onDeadline: () => {
         this.#cancelledAtDeadline = this.#running;
         const scope: CancelScope = group.scope;
         scope.cancel({ kind: 'shutdown', reason: 'drain deadline', at: now() });
       },
     });
-    const listenerClosed = listener ? this.#closeListener(listener) : Promise.resolve();
     const d = await drained;
-    await listenerClosed;
     // Every socket is closed, so every response is: a task still running is a handler that
     // ignored its cancellation; let it go (guarantee 4).
     // Handlers still cleaning up after their response get one more cancel grace, then the

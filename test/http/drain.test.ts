@@ -200,6 +200,35 @@ describe('drain engine', () => {
     assert.match(data, /bye$/);
   });
 
+  test('connections arriving as the drain starts are served, not refused or reset (the listener lingers until its accept queue is quiet)', async () => {
+    const server = http.createServer(app);
+    const d = attachDrain(server);
+    const port = await listenLocal(server);
+    const seen = Array.from({ length: 60 }, () => {
+      const s = net.connect({ port, host: '127.0.0.1' });
+      s.write('GET / HTTP/1.1\r\nHost: x\r\n\r\n');
+      let data = '';
+      let error: string | undefined;
+      s.setEncoding('utf8');
+      s.on('data', (x: string) => (data += x));
+      s.on('error', (e: Error & { code?: string }) => (error = e.code));
+      return new Promise<{ data: string; error?: string }>((r) =>
+        s.once('close', () => r({ data, error })),
+      );
+    });
+    // Hold the loop while the connects go out: they land in the accept queue, or just after.
+    const until = Date.now() + 100;
+    while (Date.now() < until);
+    const drained = d.drain({ deadlineMs: 10_000 });
+    const outcomes = await Promise.all(seen);
+    await drained;
+    assert.deepEqual(
+      outcomes.filter((o) => o.error !== undefined || !o.data.endsWith('ok')),
+      [],
+      'every queued connection got its answer',
+    );
+  });
+
   test('options are checked with one-line errors', () => {
     const server = http.createServer(app);
     assert.throws(() => attachDrain(server, { minIdleMs: -1 }), /minIdleMs must be a number >= 0/);
