@@ -312,6 +312,12 @@ describe('serveHttp', () => {
     );
     const node = http.createServer();
     await assert.rejects(serveHttp(null, node), /must already listen/);
+    const taken = await serveHttp(() => {}, local);
+    await assert.rejects(
+      serveHttp(() => {}, { port: taken.port!, host: '127.0.0.1' }),
+      /cannot listen on 127\.0\.0\.1:\d+: EADDRINUSE \(another process listens there\)/,
+    );
+    await taken.shutdown();
   });
 });
 
