@@ -284,7 +284,7 @@ class Drain {
       if (c.timer) clearTimeout(c.timer);
       c.timer = null;
     }
-    if (this.draining) res.shouldKeepAlive = false;
+    if (this.draining) closeAfter(res);
     res.once('close', onResponseClose);
   }
 
@@ -344,7 +344,7 @@ class Drain {
     s.destroySoon = destroySoonGracefully;
     switch (c.state) {
       case 'active':
-        if (c.res && !c.res.headersSent) c.res.shouldKeepAlive = false;
+        if (c.res && !c.res.headersSent) closeAfter(c.res);
         break;
       case 'idle':
         this.closeIdle(c);
@@ -575,6 +575,43 @@ function destroySoonGracefully() {
   }
   if (c.state !== 'closing') c.drain.r.closedAfterResponse++;
   c.drain.closeGracefully(c);
+}
+
+/**
+ * Makes `res` say `Connection: close` and end its connection, even if the app set
+ * `Connection: keep-alive` itself (headers or `writeHead`'s argument): node:http would honour
+ * that. Only responses of a drain pay for the wrapper.
+ * @param {ServerResponse} res
+ */
+function closeAfter(res) {
+  res.shouldKeepAlive = false;
+  const writeHead = res.writeHead;
+  /** @type {any} */ (res).writeHead = function (/** @type {any} */ ...args) {
+    if (this.hasHeader('connection')) this.setHeader('connection', 'close');
+    const last = args[args.length - 1];
+    if (last !== null && typeof last === 'object') args[args.length - 1] = saysClose(last);
+    return writeHead.apply(this, /** @type {any} */ (args));
+  };
+}
+
+/**
+ * `headers` (an object, or a flat or nested array) with any `connection` entry set to
+ * `close`; the same object when it has none.
+ * @param {any} headers
+ */
+function saysClose(headers) {
+  const isConn = (/** @type {unknown} */ k) => String(k).toLowerCase() === 'connection';
+  if (Array.isArray(headers)) {
+    if (headers.length > 0 && Array.isArray(headers[0])) {
+      return headers.map(([k, v]) => (isConn(k) ? [k, 'close'] : [k, v]));
+    }
+    return headers.map((x, i) => (i % 2 === 1 && isConn(headers[i - 1]) ? 'close' : x));
+  }
+  if (!Object.keys(headers).some(isConn)) return headers;
+  /** @type {Record<string, unknown>} */
+  const out = {};
+  for (const k of Object.keys(headers)) out[k] = isConn(k) ? 'close' : headers[k];
+  return out;
 }
 
 /**

@@ -229,6 +229,31 @@ describe('drain engine', () => {
     );
   });
 
+  test('an app that sets Connection: keep-alive itself still says close during the drain (setHeader, or writeHead headers)', async () => {
+    const server = http.createServer((req, res) => {
+      setTimeout(
+        () => {
+          if (req.url === '/obj') res.writeHead(200, { Connection: 'keep-alive' });
+          else res.setHeader('Connection', 'keep-alive');
+          res.end('ok');
+        },
+        req.url === '/' ? 0 : 300,
+      );
+    });
+    const d = attachDrain(server);
+    const port = await listenLocal(server);
+    const agent = new http.Agent({ keepAlive: true, maxSockets: 4 });
+    assert.equal((await get(port, '/', agent)).connection, 'keep-alive', 'before the drain');
+    const a = get(port, '/set', agent);
+    const b = get(port, '/obj', agent);
+    await until(() => d.stats().connections.active === 2);
+    const drained = d.drain({ deadlineMs: 5000 });
+    assert.deepEqual([(await a).connection, (await b).connection], ['close', 'close']);
+    const report = await drained;
+    assert.equal(report.closedAfterResponse, 2);
+    agent.destroy();
+  });
+
   test('options are checked with one-line errors', () => {
     const server = http.createServer(app);
     assert.throws(() => attachDrain(server, { minIdleMs: -1 }), /minIdleMs must be a number >= 0/);
