@@ -42,13 +42,13 @@ export type ControlResponse =
   | { ok: false; error: { code: string; message: string } };
 
 /** The longest request line accepted. */
-export const MAX_REQUEST_BYTES = 4096;
+const MAX_REQUEST_BYTES = 4096;
 /** How long a connection may take to send its request line. */
-export const REQUEST_TIMEOUT_MS = 3000;
+const REQUEST_TIMEOUT_MS = 3000;
 /** Connections waiting for their request line at once. */
-export const MAX_WAITING = 16;
+const MAX_WAITING = 16;
 /** Requests being answered at once (reloads wait for a generation). */
-export const MAX_BUSY = 64;
+const MAX_BUSY = 64;
 
 const OPS: ReadonlySet<string> = new Set(['status', 'reload', 'stop']);
 

@@ -131,8 +131,8 @@ const UNIX_HINTS: Record<string, string> = {
   EROFS: 'the file system is read-only',
 };
 
-/** @internal a `ListenError` for `address`, with the errno and the hint that explains it. */
-export function listenError(address: string, errno: string, hint: string): ListenError {
+/** A `ListenError` for `address`, with the errno and the hint that explains it. */
+function listenError(address: string, errno: string, hint: string): ListenError {
   return new ListenError(
     `cannot listen on ${address}: ${hint} (${errno})`,
     Object.assign(new Error(errno), { code: errno }),

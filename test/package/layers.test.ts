@@ -83,3 +83,12 @@ test('parts above core import core only from core/index.ts or core/internal.ts',
   }
   assert.deepEqual(bad, []);
 });
+
+test("the CLI stands on the supervisor's public face only", () => {
+  const bad = files(join(src, 'cli')).flatMap((f) =>
+    imports(f)
+      .filter((i) => partOf(i) === 'supervisor' && i !== 'supervisor/index.ts')
+      .map((i) => `${relative(src, f)} imports ${i}`),
+  );
+  assert.deepEqual(bad, []);
+});
