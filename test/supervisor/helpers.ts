@@ -3,7 +3,7 @@
  * it, and always clean up every process that was started (by pid), even when a test fails.
  */
 import { type ChildProcess, spawn } from 'node:child_process';
-import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import * as http from 'node:http';
 import * as net from 'node:net';
 import { tmpdir } from 'node:os';
@@ -85,6 +85,25 @@ export function tempDir(t: TestContext): string {
   const dir = mkdtempSync(join(tmpdir(), 'quiesce-sup-'));
   t.after(() => rmSync(dir, { recursive: true, force: true }));
   return dir;
+}
+
+/** True when `pid` runs now as a worker of the supervisor `supervisorPid` (its environment). */
+function workerOf(pid: number, supervisorPid: number): boolean {
+  try {
+    const env = readFileSync(`/proc/${pid}/environ`, 'utf8');
+    return env.split('\0').includes(`QUIESCE_SUPERVISOR_PID=${supervisorPid}`);
+  } catch {
+    return false;
+  }
+}
+
+/** SIGKILLs process group `pgid` (a worker and whatever it started), and `pgid` itself. */
+function killGroup(pgid: number): void {
+  for (const target of [-pgid, pgid]) {
+    try {
+      process.kill(target, 'SIGKILL');
+    } catch {}
+  }
 }
 
 /** True while process `pid` exists. */
@@ -220,7 +239,9 @@ export async function startSupervisor(o: StartOptions): Promise<Sup> {
       await exited;
       clearTimeout(t);
     }
-    for (const pid of workerPids()) if (alive(pid)) process.kill(pid, 'SIGKILL');
+    // Only processes that are still this supervisor's workers: pids are recycled fast on a
+    // busy machine (pid_max may be 32768), and a stale pid may now be another test's process.
+    for (const pid of workerPids()) if (workerOf(pid, proc.pid!)) killGroup(pid);
     await closed;
   });
   const sup: Sup = {
