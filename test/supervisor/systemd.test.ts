@@ -8,7 +8,7 @@ import assert from 'node:assert/strict';
 import { type ChildProcess, spawn } from 'node:child_process';
 import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { test } from 'node:test';
+import { type TestContext, test } from 'node:test';
 import {
   CLI,
   cleanEnv,
@@ -110,6 +110,39 @@ function mapCommand(line: string, control: string): string[] {
   return line.split(/\s+/).flatMap((w) => paths[w] ?? [w]);
 }
 
+/**
+ * Starts `ExecStart` of `service` the way systemd would with `socket`'s socket and a notify
+ * socket; returns the supervisor, the notify receiver and the control path.
+ */
+async function startUnit(
+  t: TestContext,
+  socket: Map<string, string[]>,
+  service: Map<string, string[]>,
+) {
+  const dir = tempDir(t);
+  const notifyPath = join(dir, 'notify.sock');
+  const receiver = notifyReceiver(notifyPath);
+  t.after(() => killAndWait(receiver.proc));
+  await until(() => receiver.messages().includes('bound'), 10_000, 'the notify socket');
+  const control = join(dir, 'control.sock');
+  const start = mapCommand(service.get('ExecStart')![0], control);
+  const dashes = start.indexOf('--');
+  const sup = await startSupervisor({
+    t,
+    dir,
+    noListen: true,
+    args: start.slice(start.indexOf('run') + 1, dashes),
+    worker: start.slice(dashes + 1),
+    wrapper: ['python3', '-c', LAUNCHER],
+    env: {
+      TEST_BACKLOG: socket.get('Backlog')![0],
+      TEST_FDNAME: socket.get('FileDescriptorName')![0],
+      TEST_NOTIFY_SOCKET: notifyPath,
+    },
+  });
+  return { sup, receiver, control };
+}
+
 test('the example units are consistent: stop timeout longer than the drain, 143 is success, notify access for systemd-notify', () => {
   assert.equal(one('Type'), 'notify');
   assert.equal(one('NotifyAccess'), 'all');
@@ -124,28 +157,7 @@ test('the example units are consistent: stop timeout longer than the drain, 143 
 test("socket-activated as the example unit: serves on systemd's socket, notifies READY/STATUS/STOPPING, reloads, stops with a success status", {
   timeout: 45_000,
 }, async (t) => {
-  const dir = tempDir(t);
-  const notifyPath = join(dir, 'notify.sock');
-  const receiver = notifyReceiver(notifyPath);
-  t.after(() => killAndWait(receiver.proc));
-  await until(() => receiver.messages().includes('bound'), 10_000, 'the notify socket');
-  const control = join(dir, 'control.sock');
-  const start = mapCommand(one('ExecStart'), control);
-  const runAt = start.indexOf('run');
-  const dashes = start.indexOf('--');
-  const sup = await startSupervisor({
-    t,
-    dir,
-    noListen: true,
-    args: start.slice(runAt + 1, dashes),
-    worker: start.slice(dashes + 1),
-    wrapper: ['python3', '-c', LAUNCHER],
-    env: {
-      TEST_BACKLOG: socketUnit.get('Socket')!.get('Backlog')![0],
-      TEST_FDNAME: socketUnit.get('Socket')!.get('FileDescriptorName')![0],
-      TEST_NOTIFY_SOCKET: notifyPath,
-    },
-  });
+  const { sup, receiver, control } = await startUnit(t, socketUnit.get('Socket')!, service);
   assert.match(sup.stderr(), /from systemd on 127\.0\.0\.1:\d+ as fd 3 \(hello\)/);
   assert.equal(await hello(sup.port), 'ok');
   await until(() => receiver.messages().some((m) => /READY=1/.test(m)), 10_000, 'READY=1');
@@ -226,27 +238,7 @@ test('the Express example unit: an unmodified Express app, socket-activated, rel
     service: parseUnit(join(unitDir, 'quiesce-express.service')).get('Service')!,
   };
   const get = (k: string) => units.service.get(k)![0];
-  const dir = tempDir(t);
-  const notifyPath = join(dir, 'notify.sock');
-  const receiver = notifyReceiver(notifyPath);
-  t.after(() => killAndWait(receiver.proc));
-  await until(() => receiver.messages().includes('bound'), 10_000, 'the notify socket');
-  const control = join(dir, 'control.sock');
-  const start = mapCommand(get('ExecStart'), control);
-  const dashes = start.indexOf('--');
-  const sup = await startSupervisor({
-    t,
-    dir,
-    noListen: true,
-    args: start.slice(start.indexOf('run') + 1, dashes),
-    worker: start.slice(dashes + 1),
-    wrapper: ['python3', '-c', LAUNCHER],
-    env: {
-      TEST_BACKLOG: units.socket.get('Backlog')![0],
-      TEST_FDNAME: units.socket.get('FileDescriptorName')![0],
-      TEST_NOTIFY_SOCKET: notifyPath,
-    },
-  });
+  const { sup, receiver, control } = await startUnit(t, units.socket, units.service);
   // The app calls app.listen(8080); the preload puts it on systemd's socket instead.
   assert.match(sup.stderr(), /from systemd on 127\.0\.0\.1:\d+ as fd 3 \(http\)/);
   await until(() => receiver.messages().some((m) => /READY=1/.test(m)), 10_000, 'READY=1');
