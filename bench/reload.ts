@@ -468,8 +468,7 @@ function analyse(m: Measured): Row {
 }
 
 const f = (x: number) => (Number.isNaN(x) ? '-' : x < 10 ? x.toFixed(2) : x.toFixed(1));
-const lat = (xs: number[]) =>
-  `${f(pct(xs, 50))} / ${f(pct(xs, 99))} / ${f(pct(xs, 100))}`;
+const lat = (xs: number[]) => `${f(pct(xs, 50))} / ${f(pct(xs, 99))} / ${f(pct(xs, 100))}`;
 
 function table(rows: Row[]): string {
   const kinds = ['connect', 'read', 'write', 'timeout', 'non2xx'];
