@@ -6,7 +6,7 @@ import assert from 'node:assert/strict';
 import { type ChildProcess, spawn } from 'node:child_process';
 import http from 'node:http';
 import { describe, test } from 'node:test';
-import { get, until } from './helpers.ts';
+import { delay, get } from './helpers.ts';
 
 const root = new URL('../../', import.meta.url).pathname;
 
@@ -52,7 +52,7 @@ describe('http examples', { timeout: 60_000 }, () => {
       assert.match(first.body, body);
       assert.equal(first.connection, 'keep-alive', 'keep-alive is on');
       const slow = get(port, slowPath, agent);
-      await until(() => false, 150); // the slow request is in the handler
+      await delay(150); // the slow request is in the handler
       ex.child.kill('SIGTERM');
       const r = await slow;
       assert.equal(r.status, 200);
