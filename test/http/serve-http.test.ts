@@ -2,8 +2,11 @@
  * serveHttp: requests as tasks, the shutdown phases, probes — real sockets on 127.0.0.1.
  */
 import assert from 'node:assert/strict';
+import { mkdtempSync, rmSync } from 'node:fs';
 import http from 'node:http';
 import net from 'node:net';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
 import { describe, test } from 'node:test';
 import { currentSignal, run, sleep, spawn } from '../../src/core/index.ts';
 import {
@@ -197,6 +200,31 @@ describe('serveHttp', () => {
     assert.equal(report.idleClosed, 1);
     assert.equal(listener.closed, true);
     agent.destroy();
+  });
+
+  test('serves a unix socket through a net Listener, and drains it', async () => {
+    const dir = mkdtempSync(join(tmpdir(), 'quiesce-http-'));
+    try {
+      const listener = await listen({ path: join(dir, 'http.sock') });
+      const server = await serveHttp((_req, res) => res.end('via unix'), { listener });
+      assert.equal(server.port, undefined);
+      const agent = new http.Agent({ keepAlive: true });
+      const body = await new Promise<string>((resolve, reject) => {
+        http
+          .get({ socketPath: join(dir, 'http.sock'), path: '/', agent }, (res) => {
+            let b = '';
+            res.on('data', (d) => (b += d));
+            res.on('end', () => resolve(b));
+          })
+          .on('error', reject);
+      });
+      assert.equal(body, 'via unix');
+      const report = await server.shutdown();
+      assert.equal(report.idleClosed, 1);
+      agent.destroy();
+    } finally {
+      rmSync(dir, { recursive: true, force: true });
+    }
   });
 
   test('adopts a listening http.Server as it is: its own request listener runs as a task', async () => {
