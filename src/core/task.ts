@@ -124,6 +124,11 @@ export class Task<T> implements TaskLike, AsyncDisposable {
     return out;
   }
 
+  /** @internal how many waiters (wait, result, cancel, select) are registered. */
+  get waiting(): number {
+    return this.#waiters?.length ?? 0;
+  }
+
   /** True once the task, its children and its finalizers are all done. */
   get done(): boolean {
     return this.#outcome !== null;

@@ -57,6 +57,18 @@ export class MVar<T> {
   }
 
   /**
+   * How many `take`, `read` and `put` calls (and `select` events on this MVar) are blocked
+   * right now. An interrupted one leaves the line at once, so this returns to 0 after any
+   * number of timed-out waits.
+   * @example
+   * await timeout(10, () => box.take()); // box empty: times out
+   * console.log(box.waiting); // 0
+   */
+  get waiting(): number {
+    return this.#takers.size + this.#readers.size + this.#putters.size;
+  }
+
+  /**
    * Takes the value out, leaving the MVar empty; waits while it is empty.
    * **Cancellation**: a checkpoint. Blocks only when empty — and only then is it interruptible
    * under `mask`; interrupted, it took nothing.

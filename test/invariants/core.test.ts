@@ -125,8 +125,11 @@ describe('Principle 3: a scope catches only its own cancellation', bounded, () =
       invariant: (s, outcome, k) => {
         if (k === 0) {
           assert.equal(outcome.ok, true);
-        } else if (!outcome.ok) {
-          assert.ok(outcome.error instanceof TaskCancelledError, `${k}: ${outcome.error}`);
+        } else {
+          assert.equal(outcome.ok, false, `cancelled at ${k}, the scenario finished normally`);
+          if (!outcome.ok) {
+            assert.ok(outcome.error instanceof TaskCancelledError, `${k}: ${outcome.error}`);
+          }
           assert.equal(s.completed, false);
         }
       },

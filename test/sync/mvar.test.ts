@@ -9,6 +9,7 @@ import {
   sleep,
   spawn,
   TaskCancelledError,
+  timeout,
 } from '../../src/core/index.ts';
 import { MVar } from '../../src/sync/index.ts';
 import { injectCancellation, useTestClock } from '../../src/testing/index.ts';
@@ -123,6 +124,34 @@ describe('MVar basics', () => {
 });
 
 describe('MVar under cancellation', () => {
+  test('10,000 timed-out takes, reads and puts leave no waiter behind', bounded, async () => {
+    // Invariant: an interrupted wait leaves the line — `waiting` is back to 0 every time.
+    using clock = useTestClock();
+    const empty = new MVar<number>();
+    const full = new MVar(1);
+    for (let round = 0; round < 10; round++) {
+      const waits: Promise<unknown>[] = [];
+      for (let i = 0; i < 1000; i++) {
+        const kind = i % 3;
+        waits.push(
+          kind === 0
+            ? timeout(10, () => empty.take())
+            : kind === 1
+              ? timeout(10, () => empty.read())
+              : timeout(10, () => full.put(i)),
+        );
+      }
+      await clock.advance(0);
+      assert.equal(empty.waiting + full.waiting, 1000, 'all of them blocked');
+      await clock.advance(10);
+      assert.deepEqual(await Promise.all(waits), new Array(1000).fill(undefined));
+      assert.equal(empty.waiting, 0);
+      assert.equal(full.waiting, 0);
+    }
+    assert.equal(empty.isFull, false);
+    assert.deepEqual(full.tryRead(), { value: 1 });
+  });
+
   test(
     'a take cancelled while blocked takes nothing; the next put goes to the next taker',
     bounded,

@@ -564,7 +564,12 @@ describe('select: cancellation injected at every checkpoint', () => {
         return {
           event: taskDone(t),
           fire: () => gate.put(),
-          check: () => {},
+          // Won means the task really is done; won, lost or cancelled, the select left no
+          // registration on the task.
+          check: (won) => {
+            if (won) assert.equal(t.done, true);
+            assert.equal(t.waiting, 0);
+          },
           cleanup: async () => {
             gate.tryPut();
             await t.result();
@@ -592,6 +597,7 @@ describe('select: cancellation injected at every checkpoint', () => {
             await firer.wait();
           },
           invariant: async (s) => {
+            if (kind.name === 'taskDone') s.k.check(s.won, s.fired);
             await s.k.cleanup?.();
             s.k.check(s.won, s.fired);
           },
