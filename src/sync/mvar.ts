@@ -15,7 +15,8 @@
  *    (their first line); in a cleanup window they run normally.
  * 4. `read` is atomic: it never empties the MVar, not even for a moment.
  * 5. An operation that does not block is not interruptible under `mask`: `take` from a full
- *    MVar, `put` into an empty one, every `try…`.
+ *    MVar, every `try…`. A `put` into an empty MVar is not interruptible at all, so a value
+ *    taken is never lost by the put that gives it back.
  *
  * Lock order: when nested `modify` calls hold several MVars at once, every task must take them
  * in one global order (say, by account id), or two tasks can deadlock each holding one.
@@ -88,15 +89,17 @@ export class MVar<T> {
 
   /**
    * Puts `value` in, waiting while the MVar is full.
-   * **Cancellation**: a checkpoint. Blocks only when full (then interruptible under `mask`);
-   * interrupted, it put nothing.
+   * **Cancellation**: a checkpoint only when it must wait (full; then interruptible under
+   * `mask`, and interrupted it put nothing). A put into an empty MVar never raises, even in
+   * a cancelled scope: it is how a holder gives the value back, so `const v = await
+   * m.take(); try { … } finally { await m.put(v); }` cannot leave the MVar empty, wherever
+   * the cancellation lands.
    * @example
    * await results.put(answer);
    */
   put(value: T): Promise<void> {
     if (!this.#full) {
-      const e = pendingCancellation();
-      if (e !== null) return rejectCancelled(e);
+      // Not a checkpoint (see above): a give-back that raised would lose the value for good.
       this.#putNow(value);
       return Promise.resolve();
     }

@@ -159,11 +159,20 @@ export interface InjectionOptions<S> {
   maxCheckpoints?: number;
   /** Real ms to wait for asynchronously closing resources before calling a leak. Default 500. */
   leakGraceMs?: number;
+  /**
+   * Inject forced cancellations (`task.cancel(reason, { force: true })`): no cleanup window,
+   * every checkpoint after the injected one raises too. Default false: the injected
+   * cancellation is delivered once and the scenario's cleanup runs in its window, as after an
+   * ordinary `cancel()`. Run both to cover both rules.
+   */
+  force?: boolean;
 }
 
 /**
  * The cancellation-injection harness: runs `scenario` once to count its checkpoints (N), then
- * N more times, cancelling the scenario's task at checkpoint 1, 2, … N. After every run it
+ * N more times, cancelling the scenario's task at checkpoint 1, 2, … N — delivered once, so
+ * the scenario's cleanup runs in its cleanup window (`force: true`: level-triggered, no
+ * window). After every run it
  * calls `invariant(state, outcome, k)` and checks that no task, deadline, timer or handle
  * leaked. Returns N.
  * @example
@@ -193,8 +202,12 @@ export async function injectCancellation<S>(
     const run = await runCounting(
       () => options.scenario(state),
       (i, root) => {
-        if (i === k)
-          root.scope.cancel({ kind: 'cancel', reason: `injected at checkpoint ${k}`, at: 0 });
+        if (i === k) {
+          root.scope.cancel(
+            { kind: 'cancel', reason: `injected at checkpoint ${k}`, at: 0 },
+            options.force === true,
+          );
+        }
       },
     );
     try {

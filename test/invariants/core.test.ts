@@ -182,6 +182,55 @@ describe('Principle 5: cleanup that must finish does, within its budget', bounde
   });
 });
 
+describe(
+  'Principle 5b: a delivered cancellation leaves cleanup a window to block in',
+  bounded,
+  () => {
+    const scenario = async (s: { bodyCancelled: boolean; flushed: number }) => {
+      try {
+        await sleep(2);
+        await checkpoint();
+        await all([() => sleep(1), () => checkpoint()]);
+      } catch (e) {
+        s.bodyCancelled = isCancellation(e);
+        throw e;
+      } finally {
+        // Plain cleanup that blocks: no boundedCleanup, no mask.
+        await sleep(1);
+        await timeout(50, () => sleep(1));
+        await all([() => sleep(1), () => checkpoint()]);
+        s.flushed++;
+      }
+    };
+    const setup = () => ({ bodyCancelled: false, flushed: 0 });
+
+    test('cancelled at any checkpoint of the body, a cleanup that sleeps, times out and joins runs to its end', async () => {
+      // Invariant: cleanup ran at most once, and to its end whenever the body was cancelled.
+      await injectCancellation({
+        setup,
+        scenario,
+        invariant: (s, _outcome, k) => {
+          assert.ok(s.flushed <= 1);
+          if (k === 0 || s.bodyCancelled) assert.equal(s.flushed, 1, 'the cleanup was cut');
+        },
+      });
+    });
+
+    test('forced at any checkpoint, the same cleanup is cut at its first checkpoint', async () => {
+      // Invariant: a forced cancellation leaves no window: a cancelled body's cleanup never ends.
+      await injectCancellation({
+        setup,
+        scenario,
+        force: true,
+        invariant: (s, _outcome, k) => {
+          if (k === 0) assert.equal(s.flushed, 1);
+          else assert.equal(s.flushed, 0);
+        },
+      });
+    });
+  },
+);
+
 describe('Principle 6: every blocking operation is a checkpoint', bounded, () => {
   test('sleep, wait, result, cancel, adopt and checkpoint give cancellation a place to land', async () => {
     assert.ok((await assertCheckpoints(() => sleep(1))) >= 1);

@@ -4,10 +4,11 @@
  */
 import assert from 'node:assert/strict';
 import { describe, test } from 'node:test';
-import { bracket, sleep, spawn } from '../../src/core/index.ts';
+import { bracket, isCancellation, sleep, spawn } from '../../src/core/index.ts';
 import { type Connection, listen, type ReadResult, serve } from '../../src/net/index.ts';
+import { injectCancellation } from '../../src/testing/index.ts';
 import { checkLeaks } from '../helpers/leaks.ts';
-import { collect, dial } from './helpers.ts';
+import { collect, dial, pair } from './helpers.ts';
 
 checkLeaks();
 
@@ -128,5 +129,41 @@ describe('net: cleanup after the drain deadline', bounded, () => {
     await owner.cancel();
     assert.equal(finished, true, 'the handler ran past the 100 ms cleanup window of the owner');
     assert.equal((await seen).data, 'done\n');
+  });
+
+  test('injected at any checkpoint of a conversation, its finally still says goodbye', async () => {
+    // Invariant: whenever the conversation itself was cancelled, the peer receives the
+    // farewell; it always sees an orderly end, never a reset.
+    await injectCancellation({
+      setup: async () => {
+        const p = await pair();
+        return { p, seen: collect(p.client), bodyCancelled: false };
+      },
+      scenario: async (s) => {
+        const conn = s.p.conn;
+        try {
+          await conn.write('hello\n');
+          await sleep(1);
+          await conn.write('more\n');
+          await conn.readWithin(1);
+        } catch (e) {
+          s.bodyCancelled = isCancellation(e);
+          throw e;
+        } finally {
+          try {
+            await conn.write('bye\n');
+          } finally {
+            await conn.gracefulClose({ timeoutMs: 1000 });
+          }
+        }
+      },
+      invariant: async (s, _outcome, k) => {
+        const seen = await s.seen;
+        if (k === 0 || s.bodyCancelled) assert.match(seen.data, /bye\n$/);
+        assert.equal(seen.error, undefined);
+        assert.equal(seen.ended, true);
+        await s.p.close();
+      },
+    });
   });
 });
