@@ -10,7 +10,16 @@ import { describe, test } from 'node:test';
 import { fileURLToPath } from 'node:url';
 import { promisify } from 'node:util';
 import { attachDrain } from '../../src/http/drain.js';
-import { closedOf, delay, get, hammer, idleClient, listenLocal, until } from './helpers.ts';
+import {
+  closedOf,
+  delay,
+  get,
+  hammer,
+  idleAndInflight,
+  idleClient,
+  listenLocal,
+  until,
+} from './helpers.ts';
 import { checkLeaks } from '../helpers/leaks.ts';
 
 checkLeaks();
@@ -30,26 +39,16 @@ describe('drain engine', () => {
     const server = http.createServer(app);
     const d = attachDrain(server);
     const port = await listenLocal(server);
-    const idle = [];
-    for (let i = 0; i < 200; i++) idle.push(await idleClient(port));
-    const agent = new http.Agent({ keepAlive: true });
-    let lastResponse = 0;
-    const inflight = Array.from({ length: 5 }, () =>
-      get(port, '/slow?ms=1000', agent).then((r) => {
-        lastResponse = performance.now();
-        return r;
-      }),
+    const { report, responses, idle, afterLastMs } = await idleAndInflight(
+      port,
+      () => d.stats().connections.active,
+      () => d.drain({ deadlineMs: 10_000 }),
     );
-    await until(() => d.stats().connections.active === 5);
-    const report = await d.drain({ deadlineMs: 10_000 });
-    const ended = performance.now();
-    const results = await Promise.all(inflight);
     assert.deepEqual(
-      results.map((r) => [r.status, r.body, r.connection]),
+      responses.map((r) => [r.status, r.body, r.connection]),
       Array(5).fill([200, 'ok', 'close']),
     );
-    for (const c of idle) {
-      const seen = await c.closed;
+    for (const seen of idle) {
       assert.equal(seen.error, undefined, 'no reset on an idle client');
       assert.equal(seen.ended, true, 'the idle client got a FIN');
     }
@@ -61,8 +60,7 @@ describe('drain engine', () => {
     assert.equal(report.forcedCloses, 0);
     assert.equal(report.deadlineReached, false);
     // Bounded by the slowest request, not by keepAliveTimeout (5 s): generous for a loaded box.
-    assert.ok(ended - lastResponse < 1000, `drain ended ${ended - lastResponse} ms after`);
-    agent.destroy();
+    assert.ok(afterLastMs < 1000, `drain ended ${afterLastMs} ms after`);
   });
 
   test('50 keep-alive clients hammering through the drain: no request on a reused socket fails, and drain responses carry Connection: close', async () => {

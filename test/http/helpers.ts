@@ -126,3 +126,36 @@ export function hammer(
     return out;
   });
 }
+
+/**
+ * The issue's shutdown scene: 200 raw keep-alive clients made one request each and sit idle,
+ * 5 requests to `/slow?ms=1000` are in the handler; then `stop()` (the drain). Returns the 5
+ * responses, what each idle client saw, and how long after the last response `stop` resolved.
+ */
+export async function idleAndInflight<R>(
+  port: number,
+  active: () => number,
+  stop: () => Promise<R>,
+): Promise<{ report: R; responses: Got[]; idle: RawSeen[]; afterLastMs: number }> {
+  const idle = [];
+  for (let i = 0; i < 200; i++) idle.push(await idleClient(port));
+  const agent = new http.Agent({ keepAlive: true });
+  let last = 0;
+  const inflight = Array.from({ length: 5 }, () =>
+    get(port, '/slow?ms=1000', agent).then((r) => {
+      last = performance.now();
+      return r;
+    }),
+  );
+  await until(() => active() === 5);
+  const report = await stop();
+  const ended = performance.now();
+  const responses = await Promise.all(inflight);
+  agent.destroy();
+  return {
+    report,
+    responses,
+    idle: await Promise.all(idle.map((c) => c.closed)),
+    afterLastMs: ended - last,
+  };
+}
