@@ -1,5 +1,5 @@
 /**
- * `serveHttp`: a `node:http` server whose requests are quiesce tasks and whose shutdown is one
+ * `serveHttp`: a `node:http` server whose requests are cancellable and whose shutdown is one
  * budget split into phases — the HTTP counterpart of net's `serve`.
  *
  * Guarantees, and who keeps them:
@@ -11,7 +11,7 @@
  *    cancel grace (`RequestLife`). Tasks a handler spawns are cancelled with its scope.
  * 2. Shutdown = propagation (readiness fails, serving goes on; ends early once new connections
  *    stop, if `propagationQuietMs` is set), drain (drain.js: `Connection: close`, no-race idle
- *    closes, graceful closes), cancel grace (request tasks cancelled, then sockets destroyed).
+ *    closes, graceful closes), cancel grace (requests cancelled, then sockets destroyed).
  *    The phases are checked against the budget at start-up (`resolveBudget`).
  * 3. Cancelling the task that started the server is a graceful shutdown: requests are
  *    shielded from that cancellation and drained with the configured phases (`#run`).
@@ -79,7 +79,7 @@ export interface ServeHttpOptions extends DrainOptions {
   drainTimeoutMs?: number;
   /** Phase 3: after the drain deadline cancels requests, how long their cleanup may take before sockets are destroyed. Default: 2000. */
   cancelGraceMs?: number;
-  /** A deadline per request, from its start: the request task is cancelled then. Default: none. */
+  /** A deadline per request, from its start: the request is cancelled then. Default: none. */
   requestTimeoutMs?: number;
   /** Path answering the readiness probe (`/readyz`, say). Default: none. */
   readinessPath?: string;
@@ -108,7 +108,7 @@ export interface HttpShutdownOptions {
 export interface HttpShutdownReport extends DrainReport {
   /** Time spent in the propagation phase. */
   readonly propagationMs: number;
-  /** Request tasks still running at the drain deadline, and cancelled there. */
+  /** Requests still running at the drain deadline, and cancelled there. */
   readonly requestsCancelled: number;
   /** Handlers whose promise had not settled when their socket was gone (their cancellation ignored). */
   readonly handlersAbandoned: number;
@@ -188,7 +188,7 @@ export function resolveBudget(
 }
 
 /**
- * A running HTTP server whose requests are tasks. Made by `serveHttp`.
+ * A running HTTP server whose requests run in cancel scopes of their own. Made by `serveHttp`.
  * `await using server = await serveHttp(...)` shuts it down gracefully at scope exit.
  */
 export class HttpServer implements AsyncDisposable {
@@ -208,7 +208,7 @@ export class HttpServer implements AsyncDisposable {
   #groupCtx!: Ctx;
   // Requests whose scope is open: from the 'request' event to its response's close (and its
   // handler's promise settling, or being abandoned). Invariant: #running === number of
-  // #serveRequest calls that have not reached their finally.
+  // requests counted in #spawnRequest whose RequestLife has not ended.
   #running = 0;
   #idleWaiter: (() => void) | null = null;
   #stopRequested = false;
@@ -286,7 +286,7 @@ export class HttpServer implements AsyncDisposable {
     this.#ready = ready;
   }
 
-  /** Connections by state, and counts since the start (the drain engine's stats), plus request tasks running. */
+  /** Connections by state, and counts since the start (the drain engine's stats), plus requests running. */
   stats(): ReturnType<DrainHandle['stats']> & { readonly requestsRunning: number } {
     return { ...this.#drainer.stats(), requestsRunning: this.#running };
   }
@@ -298,7 +298,7 @@ export class HttpServer implements AsyncDisposable {
     if (this.#app) {
       s.on('request', this.#onRequest);
     } else {
-      // An adopted server keeps its own request listeners; they run inside request tasks.
+      // An adopted server keeps its own request listeners; they run inside request scopes.
       const own = s.listeners('request') as RequestListener[];
       s.removeAllListeners('request');
       const app: RequestListener = (req, res) => {
@@ -319,8 +319,6 @@ export class HttpServer implements AsyncDisposable {
 
   async #run(): Promise<HttpShutdownReport> {
     const ctx = current();
-    // Requests live behind a shield: cancelling the task that started the server must drain
-    // them (guarantee 3), not cut them off; the group's own scope still cancels them.
     // Requests live behind a shield: cancelling the task that started the server must drain
     // them (guarantee 3), not cut them off. The group is the parent scope of every request's
     // scope; its cleanup window is the cancel grace.
@@ -544,10 +542,9 @@ export class HttpServer implements AsyncDisposable {
       },
     });
     const d = await drained;
-    // Every socket is closed, so every response is: a task still running is a handler that
-    // ignored its cancellation; let it go (guarantee 4).
-    // Handlers still cleaning up after their response get one more cancel grace, then the
-    // ones that ignore their cancellation are let go (guarantee 4).
+    // Every socket is closed, so every response is. Handlers still running are cleaning up
+    // after their response: they get one more cancel grace, then the ones that ignore their
+    // cancellation are let go (guarantee 4).
     if (this.#running > 0) {
       await new Promise<void>((resolve) => {
         const d = addDeadline(now() + this.phases.cancelGraceMs, () => {
@@ -737,7 +734,7 @@ function isNodeServer(t: unknown): t is http.Server {
 }
 
 /**
- * Serves HTTP: every request runs `app(req, res)` as a quiesce task, and the server shuts down
+ * Serves HTTP: every request runs `app(req, res)` in a cancel scope of its own, and the server shuts down
  * without losing a request (propagation, drain, cancel grace). Resolves once it listens; the
  * server runs as a child task of the caller until `shutdown()` or the caller's cancellation.
  * `app` is any node request listener — an Express app, `koa.callback()`, Hono's
