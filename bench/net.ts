@@ -172,7 +172,7 @@ async function clientMain(args: string[]): Promise<void> {
               inFlight -= d.length;
               if (performance.now() < end) {
                 inFlight += d.length;
-                s.write(d.length === bytes ? msg : msg.subarray(0, d.length));
+                s.write(d); // as many bytes as came back: the window stays full
               } else if (inFlight <= 0) s.destroy();
             });
             for (let i = 0; i < 4; i++) s.write(msg);
@@ -398,10 +398,14 @@ async function main(): Promise<void> {
             i === 0 ? '1' : spread(ratios, 3),
           ]),
         ]);
+        // Rounds that disagree by more than 1.5× say the machine was busy, not how fast we are.
+        const noisy = Math.max(...ratios) / Math.min(...ratios) > 1.5;
         verdicts.push({
           target: `${title.split(',')[1].trim()}: req/s ≥ 1.0× raw`,
-          measured: `${median(ratios).toFixed(3)}× [${Math.min(...ratios).toFixed(3)}–${Math.max(...ratios).toFixed(3)}]`,
-          met: median(ratios) >= 1,
+          measured: `${median(ratios).toFixed(3)}× [${Math.min(...ratios).toFixed(3)}–${Math.max(...ratios).toFixed(3)}]${
+            noisy ? ' (rounds disagree: too noisy to judge)' : ''
+          }`,
+          met: noisy ? null : median(ratios) >= 1,
         });
       }
 
