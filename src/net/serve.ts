@@ -100,6 +100,10 @@ export interface ServerStats {
 }
 
 let serverIds = 1;
+/** A handler's outcome when it returned (anything it throws is an outcome too). */
+const RETURNED: unique symbol = Symbol('returned');
+
+function noop(): void {}
 // Upper bound of the accept linger at shutdown (see #acceptUntilQuiet): long enough for a full
 // kernel backlog at one accept per loop turn, short enough that a flood cannot hold it open.
 const ACCEPT_LINGER_MS = 1000;
@@ -246,30 +250,60 @@ export class Server implements AsyncDisposable {
     }
   }
 
-  async #serveOne(conn: Connection): Promise<void> {
-    let slot = false;
+  /**
+   * Runs the handler, then `#settle`. Without `maxConnections` this is promise callbacks, not
+   * an async function: an idle connection then holds no suspended frame of ours.
+   */
+  #serveOne(conn: Connection): Promise<void> {
+    if (this.#slots) return this.#serveInSlot(conn, this.#slots);
+    let r: unknown;
     try {
-      if (this.#slots) {
-        await this.#slots.acquire();
-        slot = true;
-      }
-      try {
-        await this.#handler(conn);
-        this.#completed++;
-      } catch (e) {
-        if (isCancellation(e)) throw e;
-        if (e instanceof IdleTimeoutError) {
-          this.#idleTimeouts++;
-        } else {
-          this.#failed++;
-          this.#reportError(e, conn);
-        }
-      }
-    } finally {
-      this.#busy--;
-      if (slot) this.#slots!.release();
-      await conn.gracefulClose({ timeoutMs: this.#closeMs, maxBytes: this.#closeMax });
+      r = this.#handler(conn);
+    } catch (e) {
+      return this.#settle(conn, e);
     }
+    return Promise.resolve(r).then(
+      () => this.#settle(conn, RETURNED),
+      (e: unknown) => this.#settle(conn, e),
+    );
+  }
+
+  async #serveInSlot(conn: Connection, slots: Semaphore): Promise<void> {
+    try {
+      await slots.acquire();
+    } catch (e) {
+      return this.#settle(conn, e); // cancelled while waiting for a slot
+    }
+    let outcome: unknown = RETURNED;
+    try {
+      await this.#handler(conn);
+    } catch (e) {
+      outcome = e;
+    }
+    slots.release();
+    return this.#settle(conn, outcome);
+  }
+
+  /**
+   * How a handler ended (`RETURNED` or what it threw): counted, reported unless it is a
+   * cancellation or the idle limit, then the connection is closed gracefully; a cancellation
+   * is rethrown after the close, so the task ends cancelled.
+   */
+  #settle(conn: Connection, outcome: unknown): Promise<void> {
+    const cancelled = outcome !== RETURNED && isCancellation(outcome);
+    if (outcome === RETURNED) this.#completed++;
+    else if (outcome instanceof IdleTimeoutError) this.#idleTimeouts++;
+    else if (!cancelled) {
+      this.#failed++;
+      this.#reportError(outcome, conn);
+    }
+    this.#busy--;
+    const closing = conn.gracefulClose({ timeoutMs: this.#closeMs, maxBytes: this.#closeMax });
+    return cancelled
+      ? closing.then(() => {
+          throw outcome;
+        })
+      : closing.then(noop);
   }
 
   #reportError(error: unknown, conn: Connection): void {
