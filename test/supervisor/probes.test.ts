@@ -227,6 +227,44 @@ test('a port held by another process: the new supervisor names the holder (pid a
   );
 });
 
+test('a unix socket path another process listens on: named with its holder, the file left alone', {
+  timeout: 20_000,
+}, async (t) => {
+  const dir = tempDir(t);
+  const path = join(dir, 'app.sock');
+  const holder = spawn(
+    NODE,
+    [
+      '-e',
+      `require("net").createServer().listen(${JSON.stringify(path)}, () => console.log("up"))`,
+    ],
+    {
+      stdio: ['ignore', 'pipe', 'ignore'],
+    },
+  );
+  t.after(() => killAndWait(holder));
+  await new Promise((resolve) => holder.stdout!.once('data', resolve));
+  const r = await runCli([
+    'run',
+    '--listen',
+    `unix:${path}`,
+    '--control',
+    join(dir, 'c.sock'),
+    '--',
+    NODE,
+    HELLO,
+  ]);
+  assert.equal(r.code, 1);
+  assert.match(
+    r.stderr,
+    new RegExp(
+      `^quiesce: cannot listen on unix:${path}: another process is accepting on it; held by pid ${holder.pid} \\(.*node -e .*\\) \\(EADDRINUSE\\)$`,
+      'm',
+    ),
+  );
+  assert.ok(statSync(path).isSocket());
+});
+
 test('50 idle connections to the control socket under a low descriptor limit do not lock status and reload out', {
   timeout: 40_000,
 }, async (t) => {
