@@ -13,13 +13,19 @@
  *    reads, timer ref toggles), so a profile's suggestions can be checked in the same run.
  * 5. One million sequential timeouts: heap after GC, host timers left, the core's pending
  *    deadlines. Targets: flat heap, no timer left. The same for `AbortSignal.timeout`.
+ * 6. With `BENCH_BASELINE=<dir>` (a checkout of another commit, e.g. `git archive <rev> | tar
+ *    -x -C <dir>`, with `node_modules` linked in), that checkout's spawn+wait, timeout and
+ *    checkpoint run in the same rounds as ours, so a change's cost is a same-run ratio.
+ *    Targets: spawn+join and timeout at most 10% slower than the baseline.
+ * Target throughout: `await checkpoint()` at most 1.2× `await undefined`, outside and in a task.
  */
 import { AsyncLocalStorage, AsyncResource } from 'node:async_hooks';
 import { Effect, Fiber } from 'effect';
 import { run as effectionRun, spawn as effectionSpawn } from 'effection';
 import pTimeout from 'p-timeout';
-import { hostTimerActive, pendingDeadlines } from '../src/core/clock.ts';
+import { join, resolve } from 'node:path';
 import { checkpoint, spawn, timeout } from '../src/core/index.ts';
+import { hostTimerActive, pendingDeadlines } from '../src/core/internal.ts';
 import {
   activeResources,
   type Candidate,
@@ -47,6 +53,13 @@ const LIMIT_MS = 1000;
 
 /** Runs `body(n)` inside a quiesce task, to measure what code inside a task pays. */
 const inTask = (body: (n: number) => Promise<void>) => (n: number) => spawn(() => body(n)).wait();
+
+type Core = typeof import('../src/core/index.ts');
+const baselineDir = process.env.BENCH_BASELINE;
+/** The core of another checkout (see item 6 of the header), or null. */
+const before: Core | null = baselineDir
+  ? ((await import(join(resolve(baselineDir), 'src/core/index.ts'))) as Core)
+  : null;
 
 // ---- 1. spawn + join ----------------------------------------------------------------------
 
@@ -88,6 +101,15 @@ const spawnCandidates: Candidate[] = [
   { name: 'Effect forkChild+join', run: effectFork },
   { name: 'Effection spawn+join', run: effectionSpawnJoin },
 ];
+if (before) {
+  const b = before;
+  spawnCandidates.push({
+    name: 'baseline spawn+wait',
+    run: async (n) => {
+      for (let i = 0; i < n; i++) sink += await b.spawn(async () => i).wait();
+    },
+  });
+}
 
 // ---- 2. timeout around an operation that finishes in time ----------------------------------
 
@@ -181,6 +203,15 @@ const timeoutCandidates: Candidate[] = [
   { name: 'p-timeout', run: pTimeoutRace },
   { name: 'AbortSignal.timeout+race', run: abortSignalRace },
 ];
+if (before) {
+  const b = before;
+  timeoutCandidates.push({
+    name: 'baseline timeout',
+    run: async (n) => {
+      for (let i = 0; i < n; i++) sink += (await b.timeout(LIMIT_MS, op)) ?? 0;
+    },
+  });
+}
 
 // ---- 3. checkpoint -------------------------------------------------------------------------
 
@@ -200,6 +231,20 @@ const checkpointCandidates: Candidate[] = [
   { name: 'await undefined in task', run: inTask(awaitUndefined) },
   { name: 'quiesce checkpoint in task', run: inTask(checkpoints) },
 ];
+if (before) {
+  const b = before;
+  const baselineCheckpoints = async (n: number) => {
+    for (let i = 0; i < n; i++) await b.checkpoint();
+    sink += n;
+  };
+  checkpointCandidates.push(
+    { name: 'baseline checkpoint', run: baselineCheckpoints },
+    {
+      name: 'baseline checkpoint in task',
+      run: (n) => b.spawn(() => baselineCheckpoints(n)).wait(),
+    },
+  );
+}
 
 // ---- 4. building blocks: what the core's hot paths are made of -----------------------------
 
@@ -420,7 +465,7 @@ async function main(): Promise<void> {
       'sections already grew: the heap columns are the reliable ones.',
   );
 
-  const verdicts = summarize(spawnJoin, timeouts, q, deadlinesLeft, hostTimer);
+  const verdicts = summarize(spawnJoin, timeouts, checks, q, deadlinesLeft, hostTimer);
   const missed = printVerdicts('targets', verdicts);
   console.log(
     `\n${missed === 0 ? 'all targets met' : `${missed} target(s) not met`}; ` +
@@ -431,6 +476,7 @@ async function main(): Promise<void> {
 function summarize(
   spawnJoin: Measurement[],
   timeouts: Measurement[],
+  checks: Measurement[],
   q: LeakReport,
   deadlinesLeft: number,
   hostTimer: boolean,
@@ -441,7 +487,39 @@ function summarize(
   const qt = pick(timeouts, 'quiesce timeout');
   const bare = pick(timeouts, 'setTimeout+clearTimeout');
   const x = (r: number) => `${r.toFixed(2)}×`;
+  const au = pick(checks, 'await undefined');
+  const cp = pick(checks, 'quiesce checkpoint');
+  const auTask = pick(checks, 'await undefined in task');
+  const cpTask = pick(checks, 'quiesce checkpoint in task');
+  const baseline: Verdict[] = [];
+  if (before) {
+    const bs = pick(spawnJoin, 'baseline spawn+wait');
+    const bt = pick(timeouts, 'baseline timeout');
+    baseline.push(
+      {
+        target: 'spawn+join at most 10% slower than the baseline',
+        measured: `${x(qs.median / bs.median)} (${formatNs(qs.median)} vs ${formatNs(bs.median)})`,
+        met: qs.median <= 1.1 * bs.median,
+      },
+      {
+        target: 'timeout at most 10% slower than the baseline',
+        measured: `${x(qt.median / bt.median)} (${formatNs(qt.median)} vs ${formatNs(bt.median)})`,
+        met: qt.median <= 1.1 * bt.median,
+      },
+    );
+  }
   return [
+    {
+      target: 'checkpoint <= 1.2x await undefined',
+      measured: `${x(cp.median / au.median)} (${formatNs(cp.median)} vs ${formatNs(au.median)})`,
+      met: cp.median <= 1.2 * au.median,
+    },
+    {
+      target: 'checkpoint in a task <= 1.2x await undefined in a task',
+      measured: `${x(cpTask.median / auTask.median)} (${formatNs(cpTask.median)} vs ${formatNs(auTask.median)})`,
+      met: cpTask.median <= 1.2 * auTask.median,
+    },
+    ...baseline,
     {
       target: 'spawn+join >= 4x cheaper than Effect fork+join',
       measured: `${x(eff.median / qs.median)} (${formatNs(qs.median)} vs ${formatNs(eff.median)})`,

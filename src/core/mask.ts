@@ -124,8 +124,10 @@ async function cleanupAfter(error: unknown, cleanup: () => unknown): Promise<nev
  * Reference: `mask(async (restore) => { a = await acquire(); r = await restore(() => use(a))
  * onException release(a); await release(a); return r })`.
  * **Cancellation**: `acquire` should block at most once (a cancellation at a second blocking
- * point would leave the first resource unreleased: nest brackets). Blocking in `release` is
- * interruptible; wrap it in `boundedCleanup` when it must finish.
+ * point would leave the first resource unreleased: nest brackets). Called unmasked in a
+ * cancelled scope it raises before `acquire`. When `use` was cancelled, `release` runs in
+ * the cleanup window: it can block and use `timeout`; only a stronger cancellation or the
+ * window's end interrupts it (`boundedCleanup` inside it survives even those).
  * @example
  * const n = await bracket(() => open(path), (fh) => fh.close(), (fh) => countLines(fh));
  */

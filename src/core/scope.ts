@@ -247,11 +247,13 @@ export async function timeoutAtOrThrow<T>(
 }
 
 /**
- * Bounded cleanup: runs `fn` shielded from outside cancellation but with its own deadline
- * (Trio's `move_on_after(ms, shield=True)`). Returns `fn`'s value, or `undefined` if it overran;
- * an overrun is reported as `QUIESCE_CLEANUP_OVERRUN`. A pending outer cancellation is raised
- * again at the first checkpoint after it (level-triggered), so it is never hidden.
- * **Cancellation**: inside, only the deadline cancels.
+ * Bounded cleanup: runs `fn` shielded from outside cancellation — forced and stronger ones
+ * included — but with its own hard deadline (Trio's `move_on_after(ms, shield=True)`).
+ * Returns `fn`'s value, or `undefined` if it overran; an overrun is reported as
+ * `QUIESCE_CLEANUP_OVERRUN`. Plain cleanup can already block in its cleanup window; this is
+ * for the step that must survive a forced cancel. An outer cancellation is not hidden: it
+ * raises again at the first checkpoint after it once its own window is over.
+ * **Cancellation**: inside, only the deadline cancels (and it opens no further window).
  * @example
  * finally { await boundedCleanup(2000, () => conn.gracefulClose()); }
  */
@@ -278,7 +280,9 @@ export async function boundedCleanup<T>(
 
 /**
  * An explicit checkpoint: raises the pending cancellation if the current code is unmasked and
- * inside a cancelled scope; otherwise lets other work run for one microtask turn.
+ * inside a cancelled scope (outside its cleanup window); otherwise lets other work run for one
+ * microtask turn — or one turn of the event loop once the current synchronous stretch has run
+ * for a few ms, so timers, signals and I/O are never starved by a loop of checkpoints.
  * **Cancellation**: a non-blocking checkpoint, so it never raises under `mask`.
  * @example
  * for (const row of rows) { await checkpoint(); process(row); }

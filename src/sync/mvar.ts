@@ -167,9 +167,11 @@ export class MVar<T> {
    * Reference (Haskell's `modifyMVar`): `mask(async (restore) => { const a = await take();
    * let r; try { r = await restore(() => f(a)); } catch (e) { putBack(a); throw e; }
    * putBack(r[0]); return r[1]; })`.
-   * **Cancellation**: the `take` is a checkpoint (interruptible only while it blocks); `f`
-   * runs in the caller's masking state, so its checkpoints raise as usual; putting back
-   * never blocks (the MVar is empty: every user follows take-then-put), so never raises.
+   * **Cancellation**: called unmasked in a cancelled scope it raises before taking, so `f`
+   * never runs and the MVar keeps its value; otherwise the `take` is a checkpoint
+   * (interruptible only while it blocks); `f` runs in the caller's masking state, so its
+   * checkpoints raise as usual; putting back never blocks (the MVar is empty: every user
+   * follows take-then-put), so never raises.
    * Nested modifies over several MVars must take them in one global order.
    * @example
    * const ticket = await counter.modify((n) => [n + 1, n]);
@@ -241,7 +243,8 @@ export class MVar<T> {
   /**
    * Puts `value` in and returns the old one, atomically for every user that follows
    * take-then-put (Haskell's `swapMVar`).
-   * **Cancellation**: the `take` is the only checkpoint that can raise; after it, the swap
+   * **Cancellation**: raises before anything when called unmasked in a cancelled scope;
+   * otherwise the `take` is the only checkpoint that can raise, and after it the swap
    * completes.
    * @example
    * const previous = await config.swap(next);

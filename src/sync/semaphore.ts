@@ -97,8 +97,9 @@ export class Semaphore {
   /**
    * Runs `fn` holding `n` permits and releases them whatever happens.
    * Reference: `bracket(() => acquire(n), () => release(n), fn)`.
-   * **Cancellation**: the acquire is a checkpoint (interruptible while it waits); `fn` runs
-   * in the caller's masking state; the release always runs.
+   * **Cancellation**: called unmasked in a cancelled scope it raises before acquiring, so `fn`
+   * never runs; otherwise the acquire is a checkpoint (interruptible while it waits), `fn`
+   * runs in the caller's masking state, and the release always runs.
    * @example
    * await uploads.withPermit(() => upload(file));
    */
