@@ -42,9 +42,9 @@ export interface TaskLike {
   readonly id: number;
   readonly name: string;
   readonly parent: TaskLike | null;
-  /** The task's root scope. */
+  /** @internal The task's root scope. */
   readonly scope: CancelScope;
-  /** The scope whose cancellation was last raised inside this task (for the
+  /** @internal The scope whose cancellation was last raised inside this task (for the
    * swallowed-cancellation warning), or null. */
   raisedFor: object | null;
 }

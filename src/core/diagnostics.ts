@@ -39,7 +39,10 @@ export function onDiagnostic(fn: ((d: Diagnostic) => void) | null): () => void {
   };
 }
 
-/** @internal */
+/**
+ * Sends `d` to the installed handler, or to `process.emitWarning`. Not in the public face:
+ * parts above core reach it through core/internal.ts.
+ */
 export function report(d: Diagnostic): void {
   if (handler) {
     handler(d);
