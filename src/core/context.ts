@@ -102,6 +102,13 @@ export class Window {
   }
 }
 
+interface ScopeExtra {
+  windows: WindowList | null;
+  cleanupMs: number | undefined;
+  forced: boolean;
+  ownWindows: Window[] | null;
+}
+
 /** A scope's windows, innermost first: an immutable list shared with scopes born inside. */
 export interface WindowList {
   readonly win: Window;
@@ -128,14 +135,8 @@ export class CancelScope {
   // Invariant: raising === (outermost scope s on that same path such that s.cause !== null
   // and no open window of `windows` has origin s), or null. It is what checkpoints raise.
   raising: CancelScope | null;
-  /** The cleanup windows in force here (see `openWindow`), or null. */
-  windows: WindowList | null;
-  /** Cleanup window length for cancellations delivered here, in ms (inherited). */
-  cleanupMs: number;
-  /** A forced cancel: delivered without a cleanup window. */
-  forced = false;
-  /** The windows opened for this scope's own cancellation (for a forced cancel to close). */
-  ownWindows: Window[] | null = null;
+  // What few scopes need, allocated on first use: spawn and timeout stay as cheap as before.
+  #extra: ScopeExtra | null = null;
   closed = false;
   // Children form an intrusive doubly linked list (first/next/prev): O(1) join and leave
   // without hashing, which is the hot path of every timeout and spawn.
@@ -152,8 +153,6 @@ export class CancelScope {
     this.shield = shield;
     this.cancelledBy = parent && !shield ? parent.cancelledBy : null;
     this.raising = this.cancelledBy;
-    this.windows = null;
-    this.cleanupMs = parent ? parent.cleanupMs : DEFAULT_CLEANUP_MS;
     if (parent) {
       const head = parent.firstChild;
       this.next = head;
@@ -174,6 +173,48 @@ export class CancelScope {
     }
   }
 
+  #x(): ScopeExtra {
+    return (this.#extra ??= {
+      windows: null,
+      cleanupMs: undefined,
+      forced: false,
+      ownWindows: null,
+    });
+  }
+
+  /** The cleanup windows in force here (see `openWindow`), or null. */
+  get windows(): WindowList | null {
+    return this.#extra === null ? null : this.#extra.windows;
+  }
+
+  set windows(l: WindowList | null) {
+    this.#x().windows = l;
+  }
+
+  /** Cleanup window length for cancellations delivered here, in ms: set here or inherited. */
+  get cleanupMs(): number {
+    for (let s: CancelScope | null = this; s; s = s.parent) {
+      const ms = s.#extra?.cleanupMs;
+      if (ms !== undefined) return ms;
+    }
+    return DEFAULT_CLEANUP_MS;
+  }
+
+  set cleanupMs(ms: number) {
+    this.#x().cleanupMs = ms;
+  }
+
+  /** A forced cancel: delivered without a cleanup window. */
+  get forced(): boolean {
+    return this.#extra?.forced === true;
+  }
+
+  /** The windows opened for this scope's own cancellation (for a forced cancel to close). */
+  get ownWindows(): Window[] {
+    const x = this.#x();
+    return (x.ownWindows ??= []);
+  }
+
   /**
    * Requests cancellation of this scope and everything below it; idempotent, synchronous.
    * `force`: no cleanup window — every checkpoint below raises from now on, and windows
@@ -181,8 +222,9 @@ export class CancelScope {
    */
   cancel(cause: CancelCause, force = false): void {
     if (force && !this.forced) {
-      this.forced = true;
-      if (this.ownWindows) for (const w of [...this.ownWindows]) closeWindow(w, false);
+      const x = this.#x();
+      x.forced = true;
+      if (x.ownWindows) for (const w of [...x.ownWindows]) closeWindow(w, false);
     }
     if (this.cause) return;
     this.cause = cause;
@@ -305,7 +347,7 @@ function openWindow(origin: CancelScope, at: CancelScope, task: TaskLike | null)
   if (!(ms > 0)) return;
   const w = new Window(origin, ms, task?.name);
   openWindows++;
-  (origin.ownWindows ??= []).push(w);
+  origin.ownWindows.push(w);
   for (let s: CancelScope | null = at; s; s = s.parent) {
     if (hasWindowFor(s.windows, origin)) break;
     s.windows = { win: w, outer: s.windows };
@@ -326,10 +368,8 @@ function retireWindow(w: Window): void {
   if (w.timer) removeDeadline(w.timer);
   w.timer = null;
   const own = w.origin.ownWindows;
-  if (own) {
-    const i = own.indexOf(w);
-    if (i >= 0) own.splice(i, 1);
-  }
+  const i = own.indexOf(w);
+  if (i >= 0) own.splice(i, 1);
 }
 
 /** Ends a window: its cancellation raises again in every scope it covered. */
@@ -402,7 +442,11 @@ function endStretch(): void {
 
 /** True when the current synchronous stretch has run longer than `LONG_MS` (cheap: see above). */
 export function longStretch(): boolean {
-  if (--budget > 0) return false;
+  return --budget <= 0 && readStretch();
+}
+
+// The slow half of `longStretch`: reads the clock and re-arms the budget.
+function readStretch(): boolean {
   const t = performance.now();
   if (stretchStart < 0) {
     stretchStart = lastRead = t;
@@ -431,6 +475,29 @@ export function yieldTurn(): Promise<void> {
 /** How many yields are outstanding (the test clock's `flush` waits for them). */
 export function pendingYields(): number {
   return yields;
+}
+
+const RESOLVED: Promise<void> = Promise.resolve();
+
+function checkNow(): Promise<void> {
+  const ctx = current();
+  if (hooks.checkpoint) hooks.checkpoint(ctx, false);
+  const origin = pendingCancel(ctx, false);
+  return origin ? Promise.reject(raise(origin, ctx)) : RESOLVED;
+}
+
+/**
+ * `checkpoint()` (see scope.ts for its contract). Not an async function: the common case
+ * returns one shared resolved promise, so awaiting it costs what `await undefined` costs.
+ * After a long stretch it first yields a turn of the event loop — a deadline that fires
+ * meanwhile is raised right here (guarantee 6).
+ */
+export function checkpointNow(): Promise<void> {
+  if (--budget <= 0 && readStretch()) return yieldTurn().then(checkNow);
+  const ctx = current();
+  if (hooks.checkpoint) hooks.checkpoint(ctx, false);
+  const origin = pendingCancel(ctx, false);
+  return origin ? rejectCancelled(raise(origin, ctx)) : RESOLVED;
 }
 
 /**

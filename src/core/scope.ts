@@ -15,15 +15,11 @@ import {
   block,
   CancelScope,
   carried,
+  checkpointNow,
   cleanupMsOption,
   current,
-  hooks,
-  longStretch,
-  pendingCancel,
-  raise,
   runIn,
   signalOf,
-  yieldTurn,
 } from './context.ts';
 import { report } from './diagnostics.ts';
 import { ArgumentError, Cancelled, TimeoutError } from './errors.ts';
@@ -287,14 +283,8 @@ export async function boundedCleanup<T>(
  * @example
  * for (const row of rows) { await checkpoint(); process(row); }
  */
-export async function checkpoint(): Promise<void> {
-  // Not starving the event loop (context.ts guarantee 6): after a long stretch, let timers,
-  // signals and I/O run first — a deadline that fires meanwhile is raised right here.
-  if (longStretch()) await yieldTurn();
-  const ctx = current();
-  if (hooks.checkpoint) hooks.checkpoint(ctx, false);
-  const origin = pendingCancel(ctx, false);
-  if (origin) throw raise(origin, ctx);
+export function checkpoint(): Promise<void> {
+  return checkpointNow();
 }
 
 /**
