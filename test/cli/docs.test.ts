@@ -84,7 +84,7 @@ async function clientRun(argv: string[], want: number, ms = 10_000): Promise<str
 }
 
 test('the documented client loops (bash /dev/tcp, Node one-liner) talk to the Hello/Goodbye server', {
-  timeout: 30_000,
+  timeout: 60_000,
 }, async (t) => {
   const cli = text('docs/cli.md');
   const shell = [...cli.matchAll(/```sh\n([\s\S]*?)```/g)].map((m) => m[1]).join('');

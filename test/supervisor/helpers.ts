@@ -211,7 +211,7 @@ export async function startSupervisor(o: StartOptions): Promise<Sup> {
         .map((s) => Number(s.trim()))
         .filter((n) => n > 0),
     );
-  const waitFor = (re: RegExp, ms = 15_000) =>
+  const waitFor = (re: RegExp, ms = 30_000) =>
     new Promise<RegExpExecArray>((resolve, reject) => {
       const check = () => {
         const m = re.exec(err);
