@@ -18,10 +18,6 @@ const allowed: Record<string, readonly string[]> = {
   testing: ['core', 'sync'],
   cli: ['core', 'sync', 'net', 'http', 'supervisor'],
 };
-// Parts still switching their core imports to index.ts / internal.ts; each leaves this set
-// once it has.
-const pending = new Set<string>([]);
-
 function files(dir: string): string[] {
   const out: string[] = [];
   for (const e of readdirSync(dir, { withFileTypes: true })) {
@@ -72,7 +68,7 @@ test('no part imports a part above it or beside it', () => {
 test('parts above core import core only from core/index.ts or core/internal.ts', () => {
   const bad: string[] = [];
   for (const part of Object.keys(allowed)) {
-    if (part === 'core' || pending.has(part)) continue;
+    if (part === 'core') continue;
     for (const f of files(join(src, part))) {
       for (const i of imports(f)) {
         if (i.startsWith('core/') && i !== 'core/index.ts' && i !== 'core/internal.ts') {
