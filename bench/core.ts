@@ -387,6 +387,48 @@ async function leakRun(
   };
 }
 
+// ---- 6. CPU time against the baseline ----------------------------------------------------
+
+/**
+ * The baseline comparison once more in CPU time (`process.cpuUsage`), not wall time: on a
+ * shared machine whose load deschedules this process, wall-time medians of two candidates can
+ * differ by 2x run to run, while the CPU each one burns stays put. Interleaved rounds; the
+ * median and the 20th-80th percentile range per candidate, ns per operation.
+ */
+async function cpuAgainstBaseline(): Promise<Map<string, number>> {
+  const find = (list: Candidate[], name: string) => list.find((c) => c.name === name)!.run;
+  const pairs: [string, Candidate['run'], number][] = [
+    ['await undefined', awaitUndefined, 1],
+    ['quiesce checkpoint', checkpoints, 1],
+    ['baseline checkpoint', find(checkpointCandidates, 'baseline checkpoint'), 1],
+    ['quiesce spawn+wait', quiesceSpawn, 10],
+    ['baseline spawn+wait', find(spawnCandidates, 'baseline spawn+wait'), 10],
+    ['quiesce timeout', quiesceTimeout, 4],
+    ['baseline timeout', find(timeoutCandidates, 'baseline timeout'), 4],
+  ];
+  const n = isQuick ? 20_000 : 200_000;
+  const rounds = isQuick ? 3 : 21;
+  const samples = new Map<string, number[]>(pairs.map(([name]) => [name, []]));
+  for (let r = 0; r < rounds; r++) {
+    for (const [name, run, div] of pairs) {
+      const c0 = process.cpuUsage();
+      await run(n / div);
+      const c = process.cpuUsage(c0);
+      samples.get(name)!.push(((c.user + c.system) * 1e3) / (n / div));
+    }
+  }
+  const at = (xs: number[], p: number) => [...xs].sort((x, y) => x - y)[Math.floor(xs.length * p)];
+  const medians = new Map<string, number>();
+  const rows: string[][] = [['candidate', 'CPU/op (median)', 'p20', 'p80']];
+  for (const [name, xs] of samples) {
+    medians.set(name, at(xs, 0.5));
+    rows.push([name, formatNs(at(xs, 0.5)), formatNs(at(xs, 0.2)), formatNs(at(xs, 0.8))]);
+  }
+  console.log(`\nCPU time against the baseline (${rounds} interleaved rounds)`);
+  printRows(rows);
+  return medians;
+}
+
 // ---- main ----------------------------------------------------------------------------------
 
 function row(r: LeakReport): string[] {
@@ -421,6 +463,7 @@ async function main(): Promise<void> {
 
   const checks = await measure(checkpointCandidates);
   printTable('checkpoint', checks, 'await undefined');
+  const cpu = before ? await cpuAgainstBaseline() : null;
 
   const blocks = await measure(blockCandidates, { batchMs: 50, warmupMs: 200 });
   printTable(
@@ -466,6 +509,26 @@ async function main(): Promise<void> {
   );
 
   const verdicts = summarize(spawnJoin, timeouts, checks, q, deadlinesLeft, hostTimer);
+  if (cpu) {
+    const r = (a: string, b: string) => cpu.get(a)! / cpu.get(b)!;
+    verdicts.push(
+      {
+        target: 'CPU: checkpoint <= 1.2x await undefined',
+        measured: `${r('quiesce checkpoint', 'await undefined').toFixed(2)}×`,
+        met: r('quiesce checkpoint', 'await undefined') <= 1.2,
+      },
+      {
+        target: 'CPU: spawn+join at most 10% slower than the baseline',
+        measured: `${r('quiesce spawn+wait', 'baseline spawn+wait').toFixed(2)}×`,
+        met: r('quiesce spawn+wait', 'baseline spawn+wait') <= 1.1,
+      },
+      {
+        target: 'CPU: timeout at most 10% slower than the baseline',
+        measured: `${r('quiesce timeout', 'baseline timeout').toFixed(2)}×`,
+        met: r('quiesce timeout', 'baseline timeout') <= 1.1,
+      },
+    );
+  }
   const missed = printVerdicts('targets', verdicts);
   console.log(
     `\n${missed === 0 ? 'all targets met' : `${missed} target(s) not met`}; ` +

@@ -18,7 +18,7 @@ import { checkLeaks } from '../helpers/leaks.ts';
 
 checkLeaks();
 
-describe('timeout: its five rules (docs/core.md)', { timeout: 10_000 }, () => {
+describe('timeout: its five rules (docs/core.md)', { timeout: 30_000 }, () => {
   test('rule 1: ms < 0 never expires and returns the value', async () => {
     using clock = useTestClock();
     const p = timeout(-1, async () => {
