@@ -120,7 +120,14 @@ export class ControlServer {
         `cannot open control socket ${e.message.replace(/^cannot listen on /, '')}`,
       );
     }
-    const group = new TaskGroup({ name: 'control', policy: 'supervise', onError: () => {} });
+    // Shielded like the supervisor's own group: only `close()` (the end of `stop`) ends it, so
+    // `status` and `stop --wait` keep answering while a signal-initiated stop drains.
+    const group = new TaskGroup({
+      name: 'control',
+      policy: 'supervise',
+      shield: true,
+      onError: () => {},
+    });
     const cs = new ControlServer(path, group, handler);
     group.spawn(
       () =>

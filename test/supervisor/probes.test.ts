@@ -458,3 +458,15 @@ test("the compile cache: beside an explicit --control (0700, ours); another user
     await c.exited;
   }
 });
+
+test('during a drain started by SIGTERM the control socket still answers: status says stopping', {
+  timeout: 30_000,
+}, async (t) => {
+  const sup = await startWithMode(t, 'ignore-term', { args: ['--drain-timeout', '3s'] });
+  sup.proc.kill('SIGTERM');
+  await sup.waitFor(/stopping: draining/);
+  const st = await sup.request('status');
+  assert.ok(st.ok, JSON.stringify(st));
+  assert.equal((st.status as { state: string }).state, 'stopping');
+  assert.equal(await sup.exited, 143);
+});
