@@ -65,7 +65,8 @@ export class TaskGroup implements AsyncDisposable {
   // Children belong to the task that created the group, whoever calls spawn, so a child that
   // spawns a sibling does not become its parent (and does not outlive-check it).
   readonly #owner: TaskLike | null;
-  readonly #tasks = new Set<Task<unknown>>();
+  // Created on the first spawn: most groups of a server's requests never spawn a child.
+  #tasks: Set<Task<unknown>> | null = null;
   #closed = false;
   /** @internal `withTaskGroup`'s body runs in the group's scope, which must stay linked. */
   bodyRunning = false;
@@ -92,7 +93,7 @@ export class TaskGroup implements AsyncDisposable {
 
   /** How many children are running. */
   get size(): number {
-    return this.#tasks.size;
+    return this.#tasks === null ? 0 : this.#tasks.size;
   }
 
   /** True once `close()` or `cancel()` was called. */
@@ -102,7 +103,7 @@ export class TaskGroup implements AsyncDisposable {
 
   /** The running children. */
   get tasks(): ReadonlySet<Task<unknown>> {
-    return this.#tasks;
+    return (this.#tasks ??= new Set());
   }
 
   /**
@@ -124,14 +125,14 @@ export class TaskGroup implements AsyncDisposable {
       options?.name,
       cleanupMsOption('group.spawn', options?.cleanupTimeoutMs),
     );
-    this.#tasks.add(t);
+    (this.#tasks ??= new Set()).add(t);
     t.observe();
     t.joined().then(() => this.#childDone(t));
     return t;
   }
 
   #childDone(t: Task<unknown>): void {
-    this.#tasks.delete(t);
+    this.#tasks!.delete(t);
     const r = t.outcome!;
     if (!r.ok && !t.endedCancelled) {
       if (this.#policy === 'fail-fast') {
@@ -159,7 +160,7 @@ export class TaskGroup implements AsyncDisposable {
         });
       }
     }
-    if (this.#tasks.size === 0) {
+    if (this.#tasks!.size === 0) {
       // A closed, idle group can never run anything again: leave the scope tree.
       if (this.#closed && !this.bodyRunning) this.scope.close();
       if (this.#idle) {
@@ -173,12 +174,12 @@ export class TaskGroup implements AsyncDisposable {
   /** Refuses new children from now on; running ones go on. Idempotent. */
   close(): void {
     this.#closed = true;
-    if (this.#tasks.size === 0 && !this.bodyRunning) this.scope.close();
+    if (this.size === 0 && !this.bodyRunning) this.scope.close();
   }
 
   /** @internal waits until no child runs; not a checkpoint, never rejects. */
   idle(): Promise<void> {
-    if (this.#tasks.size === 0) return Promise.resolve();
+    if (this.size === 0) return Promise.resolve();
     return new Promise<void>((resolve) => {
       const prev = this.#idle;
       this.#idle = () => {
@@ -229,7 +230,7 @@ export class TaskGroup implements AsyncDisposable {
     const ctx = current();
     for (;;) {
       await this.idle();
-      if (this.#tasks.size === 0) break;
+      if (this.size === 0) break;
     }
     this.dispose();
     if (!this.#failed) return;

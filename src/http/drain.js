@@ -285,7 +285,9 @@ class Drain {
       c.timer = null;
     }
     if (this.draining) closeAfter(res);
-    res.once('close', onResponseClose);
+    // on, not once: node emits a response's 'close' once; once would cost every request a
+    // wrapper, a bound function and a removeListener.
+    res.on('close', onResponseClose);
   }
 
   /**

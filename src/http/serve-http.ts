@@ -647,7 +647,9 @@ class RequestLife {
     this.group = group;
     this.req = req;
     this.res = res;
-    res.once('close', () => this.#onClose());
+    // on, not once: node emits a response's 'close' once (and #onClose ignores a repeat), and
+    // once costs every request a wrapper, a bound function and a removeListener.
+    res.on('close', () => this.#onClose());
   }
 
   setDeadline(at: number): void {
@@ -663,6 +665,7 @@ class RequestLife {
   }
 
   #onClose(): void {
+    if (this.closed) return;
     // The client went away before the response ended: cancel the handler.
     if (!this.res.writableEnded) this.group.scope.cancel(CLIENT_GONE());
     this.closed = true;
