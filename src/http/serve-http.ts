@@ -422,12 +422,15 @@ export class HttpServer implements AsyncDisposable {
    */
   park(life: RequestLife): void {
     if (this.#released) life.letGo();
-    else this.#parked.add(life);
+    else {
+      life.parked = true;
+      this.#parked.add(life);
+    }
   }
 
   /** @internal a request's life ended. */
   ended(life: RequestLife): void {
-    this.#parked.delete(life);
+    if (life.parked) this.#parked.delete(life);
     if (life.abandoned) this.#abandoned++;
     if (--this.#running === 0 && this.#idleWaiter) this.#idleWaiter();
   }
@@ -635,6 +638,8 @@ class RequestLife {
   pending = false;
   closed = false;
   abandoned = false;
+  /** In the server's parked set (only then is there something to delete at the end). */
+  parked = false;
   #deadline: Deadline | null = null;
 
   constructor(
