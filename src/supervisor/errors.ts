@@ -74,3 +74,13 @@ export class ControlSocketError extends QuiesceError {
     super('ERR_CONTROL_SOCKET', message);
   }
 }
+
+/**
+ * A failed system call in one line for the user: the phrase `hints` has for its errno, then
+ * the errno (`permission denied (EACCES)`); the error's own message when there is no phrase.
+ */
+export function inWords(e: unknown, hints: Readonly<Record<string, string>>): string {
+  const code = (e as NodeJS.ErrnoException)?.code;
+  const hint = code ? hints[code] : undefined;
+  return hint ? `${hint} (${code})` : ((e as Error)?.message ?? String(e));
+}

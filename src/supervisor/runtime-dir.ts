@@ -15,7 +15,7 @@
 import { lstatSync, mkdirSync, statSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { dirname, join } from 'node:path';
-import { ControlSocketError } from './errors.ts';
+import { ControlSocketError, inWords } from './errors.ts';
 
 const NAME = /^[A-Za-z0-9_.-]{1,64}$/;
 
@@ -55,11 +55,7 @@ const ERRNO_WORDS: Record<string, string> = {
 };
 
 /** One line for a failed file-system call: `the file system is read-only (EROFS)`. */
-function words(e: unknown): string {
-  const code = (e as NodeJS.ErrnoException)?.code;
-  const w = code ? ERRNO_WORDS[code] : undefined;
-  return w ? `${w} (${code})` : ((e as Error)?.message ?? String(e));
-}
+const words = (e: unknown): string => inWords(e, ERRNO_WORDS);
 
 /** Why the private directory `dir` cannot be trusted, or null. */
 function privateProblem(dir: string): string | null {

@@ -29,7 +29,7 @@ import { type ChildProcess, spawn } from 'node:child_process';
 import { fstatSync, readdirSync, readFileSync } from 'node:fs';
 import { addDeadline, type Deadline, now, removeDeadline } from '../core/internal.ts';
 import { Event } from '../sync/event.ts';
-import { WorkerNotReadyError } from './errors.ts';
+import { inWords, WorkerNotReadyError } from './errors.ts';
 import type { Listener } from './listeners.ts';
 import { READY_FD_ENV } from './notify.ts';
 import { LISTEN_ENV } from './preload/sockets.js';
@@ -354,12 +354,7 @@ const SPAWN_HINTS: Record<string, string> = {
 };
 
 /** A spawn failure in words, with its errno: `too many open files … (EMFILE)`. */
-function spawnProblem(e: unknown): string {
-  const code = (e as NodeJS.ErrnoException)?.code;
-  const hint = code ? SPAWN_HINTS[code] : undefined;
-  if (hint) return `${hint} (${code})`;
-  return (e as Error)?.message ?? String(e);
-}
+const spawnProblem = (e: unknown): string => inWords(e, SPAWN_HINTS);
 
 /**
  * How a worker ended, in words: `exited with status 1`, `was killed by SIGKILL`.
