@@ -339,14 +339,16 @@ test('Node workers get a shared compile cache unless one is set or it is turned 
   await b.request('stop');
   await b.exited;
   // Set by the user: theirs wins.
+  // The user's directory lives in this test's own temp dir: Node creates it when the worker starts.
+  const ownCache = join(tempDir(t), 'users-own-cache');
   const c = await startSupervisor({
     t,
     dir: tempDir(t),
     worker,
-    env: { NODE_COMPILE_CACHE: '/tmp/users-own-cache' },
+    env: { NODE_COMPILE_CACHE: ownCache },
     args: ['--drain-timeout', '1s'],
   });
-  assert.equal(envOf(c.workerPids()[0]), 'NODE_COMPILE_CACHE=/tmp/users-own-cache');
+  assert.equal(envOf(c.workerPids()[0]), `NODE_COMPILE_CACHE=${ownCache}`);
   await c.request('stop');
   await c.exited;
 });
