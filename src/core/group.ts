@@ -13,6 +13,7 @@
 import { now } from './clock.ts';
 import {
   CancelScope,
+  type Ctx,
   cleanupMsOption,
   current,
   raise,
@@ -65,6 +66,7 @@ export class TaskGroup implements AsyncDisposable {
   // Children belong to the task that created the group, whoever calls spawn, so a child that
   // spawns a sibling does not become its parent (and does not outlive-check it).
   readonly #owner: TaskLike | null;
+  readonly #ctx: Ctx;
   // Created on the first spawn: most groups of a server's requests never spawn a child.
   #tasks: Set<Task<unknown>> | null = null;
   #closed = false;
@@ -89,6 +91,7 @@ export class TaskGroup implements AsyncDisposable {
     const ms = cleanupMsOption('TaskGroup', options?.cleanupTimeoutMs);
     if (ms !== undefined) this.scope.cleanupMs = ms;
     this.#owner = ctx.task;
+    this.#ctx = ctx;
   }
 
   /** How many children are running. */
@@ -124,11 +127,19 @@ export class TaskGroup implements AsyncDisposable {
       fn,
       options?.name,
       cleanupMsOption('group.spawn', options?.cleanupTimeoutMs),
+      this,
     );
     (this.#tasks ??= new Set()).add(t);
     t.observe();
-    t.joined().then(() => this.#childDone(t));
     return t;
+  }
+
+  /**
+   * @internal a child is done: called by the child a microtask after it finished, and run in
+   * the context that created the group (a finished child's own context could spawn nothing).
+   */
+  childDone(t: Task<unknown>): void {
+    runIn(this.#ctx, (c: Task<unknown>) => this.#childDone(c), t);
   }
 
   #childDone(t: Task<unknown>): void {

@@ -3,7 +3,7 @@
  *
  * Guarantees, and who keeps them:
  * 1. No task outlives its parent: when a body settles, its running children are cancelled and
- *    awaited before its own outcome is delivered (`runTask`).
+ *    awaited before its own outcome is delivered (`endBody`).
  * 2. `cancel()` returns only when the task is done, finalizers and adopted promises included;
  *    it is idempotent and a no-op on a finished task.
  * 3. A waiter never receives a cancellation it could mistake for its own: a task that ended
@@ -91,6 +91,8 @@ export class Task<T> implements TaskLike, AsyncDisposable {
   #resolveDone: (() => void) | null = null;
   /** @internal foreign promises adopted by this task, awaited before it finishes. */
   adopted: Set<Promise<unknown>> | null = null;
+  /** @internal the group told when this task is done (a microtask after it is). */
+  group: { childDone(t: Task<unknown>): void } | null = null;
 
   /** @internal use `spawn`. */
   constructor(
@@ -248,6 +250,10 @@ export class Task<T> implements TaskLike, AsyncDisposable {
     const ws = this.#waiters;
     this.#waiters = null;
     if (ws) for (const w of ws) w.commit(r);
+    // Queued where a reaction to `joined()` would be: the group learns of it in the same
+    // microtask turn as before, without a promise and two closures held per idle child.
+    const g = this.group;
+    if (g) queueMicrotask(() => g.childDone(this as Task<unknown>));
     this.#resolveDone?.();
     if (!r.ok && !this.endedCancelled && !this.#observed && !ws) {
       this.#reportIfUnobserved(r.error);
@@ -283,17 +289,36 @@ export class Task<T> implements TaskLike, AsyncDisposable {
   }
 }
 
-async function runTask<T>(t: Task<T>): Promise<void> {
+/**
+ * Starts `t`'s body in `t`'s context. Not an async function: an idle task then holds no
+ * suspended frame of its own, only one reaction on its body's promise. The reaction's
+ * callbacks are shared: they run in the context current when `then` was called (the task's,
+ * as `runIn` entered it), so `current().task` is `t` there.
+ */
+function runTask<T>(t: Task<T>): void {
   const fn = t.body!;
   t.body = null;
-  let r: Result<T>;
+  let v: T | PromiseLike<T>;
   try {
-    r = { ok: true, value: await fn() };
+    v = fn();
   } catch (error) {
-    r = { ok: false, error };
+    endBody(t, { ok: false, error });
+    return;
   }
-  if (t.firstKid || t.adopted?.size) await settleChildren(t);
-  t.finish(r);
+  Promise.resolve(v).then(bodyReturned, bodyThrew);
+}
+
+function bodyReturned(value: unknown): void {
+  endBody(current().task as Task<unknown>, { ok: true, value });
+}
+
+function bodyThrew(error: unknown): void {
+  endBody(current().task as Task<unknown>, { ok: false, error });
+}
+
+function endBody<T>(t: Task<T>, r: Result<T>): void {
+  if (t.firstKid || t.adopted?.size) settleChildren(t).then(() => t.finish(r));
+  else t.finish(r);
 }
 
 /** Cancels a finished body's children and adopted work, and waits for all of it. */
@@ -338,6 +363,7 @@ export function spawnIn<T>(
   fn: () => T | PromiseLike<T>,
   name: string | undefined,
   cleanupMs?: number,
+  group?: Task<T>['group'],
 ): Task<T> {
   const parent = ctx.task as Task<unknown> | null;
   // A callback that captured a finished task's context (a timer, an event handler) must not
@@ -345,6 +371,7 @@ export function spawnIn<T>(
   if (parent?.done) throw new TaskFinishedError(parent.name);
   const t = new Task<T>(parent, parentScope, name, cleanupMs);
   t.body = fn;
+  if (group) t.group = group;
   runIn({ task: t, scope: t.scope, mask: ctx.mask }, runTask<T>, t);
   return t;
 }
