@@ -38,7 +38,9 @@ export interface Deadline {
   at: number;
   seq: number;
   index: number;
-  fire: () => void;
+  fire: (arg: any) => void;
+  /** What `fire` is called with: one shared callback can serve many deadlines. */
+  arg: unknown;
 }
 
 // Invariant: heap[i].index === i for every i, and heap[parent(i)] <= heap[i] by (at, seq).
@@ -156,16 +158,16 @@ function onTimer(): void {
     while (heap.length > 0 && heap[0].at <= t) {
       const d = heap[0];
       removeDeadline(d);
-      d.fire();
+      d.fire(d.arg);
     }
   } finally {
     arm();
   }
 }
 
-/** Registers `fire` to run once at clock time `at` (absolute, ms). */
-export function addDeadline(at: number, fire: () => void): Deadline {
-  const d: Deadline = { at, seq: seq++, index: heap.length, fire };
+/** Registers `fire(arg)` to run once at clock time `at` (absolute, ms). */
+export function addDeadline<A = undefined>(at: number, fire: (arg: A) => void, arg?: A): Deadline {
+  const d: Deadline = { at, seq: seq++, index: heap.length, fire, arg };
   heap.push(d);
   siftUp(d.index);
   if (at < armedAt || !timerRefed) arm();

@@ -120,7 +120,8 @@ let nextId = 1;
 // The connection whose read is blocking right now: `block` calls its register synchronously,
 // so a shared register finds the connection here instead of in a closure made per read.
 let blocking: Connection | null = null;
-let registerNext: (w: Waiter<any>) => () => void;
+let registerNext: (w: Waiter<any>) => void;
+let onIdle: (c: Connection) => void;
 type Listener = (this: net.Socket, ...args: any[]) => void;
 let listeners: Record<'end' | 'error' | 'drain' | 'close' | 'data', Listener>;
 
@@ -152,8 +153,10 @@ export class Connection implements AsyncDisposable {
   #error: Error | null = null;
   #closedHere = false;
   // The one blocked reader and what it reads (kind, max). It is served on every wake-up (data,
-  // 'end', 'error', 'close'). Invariant: #reader !== null iff a read is blocked on this
-  // connection. Fields, not closures: this is the hot path of every read that has to wait.
+  // 'end', 'error', 'close'). Invariant: #reader is null or pending iff no read is blocked on
+  // this connection — an interrupted `read` leaves its settled waiter here (no unregister
+  // closure per connection), and `#blocked()` clears it on the next look. Fields, not
+  // closures: this is the hot path of every read that has to wait.
   #reader: Waiter<any> | null = null;
   #readerKind = DATA;
   #readerMax = 0;
@@ -173,10 +176,6 @@ export class Connection implements AsyncDisposable {
   #closeEmitted = false;
   // The socket emitted 'close', or was destroyed.
   #isClosed = false;
-  // The blocked reader's unregister and the idle timer's callback, made once: no closure per
-  // blocking read (see registerNext).
-  #unregisterReader: (() => void) | null = null;
-  #onIdle: (() => void) | null = null;
 
   /** @internal a server creates connections; so can you, from a connected socket. */
   constructor(socket: net.Socket, settings?: ConnectionSettings) {
@@ -257,8 +256,15 @@ export class Connection implements AsyncDisposable {
     return this.#drain.wait();
   }
 
-  #wake(): void {
+  /** The blocked reader, or null (dropping one an interruption settled). */
+  #blocked(): Waiter<any> | null {
     const w = this.#reader;
+    if (w !== null && !w.pending) this.#reader = null;
+    return this.#reader;
+  }
+
+  #wake(): void {
+    const w = this.#blocked();
     if (w !== null) {
       const r = this.#poll(this.#readerKind, this.#readerMax, this.#readerWhat);
       if (r === undefined) return; // nothing for it after all: it keeps waiting
@@ -313,7 +319,7 @@ export class Connection implements AsyncDisposable {
    * it waiting for bytes that never come (and the poll that resumes the socket already ran).
    */
   #pauseAt(): number {
-    return this.#reader !== null && this.#readerKind === LINE && this.#readerMax >= PAUSE_AT
+    return this.#blocked() !== null && this.#readerKind === LINE && this.#readerMax >= PAUSE_AT
       ? this.#readerMax + 1
       : PAUSE_AT;
   }
@@ -431,14 +437,14 @@ export class Connection implements AsyncDisposable {
 
   #onIdleTimer(): void {
     this.#idleTimer = null;
-    const w = this.#reader;
+    const w = this.#blocked();
     if (w === null) return; // nobody is waiting: no timer until someone is
     const at = this.#readerIdleAt;
     if (now() >= at) {
       this.#reader = null;
       w.fail(new IdleTimeoutError(this.#idleMs));
     } else {
-      this.#idleTimer = addDeadline(at, this.#onIdle!);
+      this.#idleTimer = addDeadline(at, onIdle, this);
     }
   }
 
@@ -457,7 +463,7 @@ export class Connection implements AsyncDisposable {
 
   /** Makes `w` the blocked reader (see #reader), or fails it if another one waits. */
   #enqueue(w: Waiter<any>, kind: number, max: number, what: string, idleAt: number): boolean {
-    if (this.#reader !== null) {
+    if (this.#blocked() !== null) {
       w.fail(new ConcurrentReadError());
       return false;
     }
@@ -470,7 +476,8 @@ export class Connection implements AsyncDisposable {
       const t = this.#idleTimer;
       if (t === null || t.at > idleAt) {
         if (t !== null) removeDeadline(t);
-        this.#idleTimer = addDeadline(idleAt, (this.#onIdle ??= () => this.#onIdleTimer()));
+        // One shared callback, given the connection: no closure per connection.
+        this.#idleTimer = addDeadline(idleAt, onIdle, this);
       }
     }
     return true;
@@ -524,24 +531,19 @@ export class Connection implements AsyncDisposable {
         (this as Owned)[kConnection].#onData(chunk);
       },
     };
-    // `block`'s register for #blockRead. Its unregister is shared: `block` calls it only when
-    // it interrupts the waiter, which is then still the registered reader (a second reader is
-    // refused, not queued), so it can clear whatever reader is registered.
+    // `block`'s register for #blockRead. No unregister: an interrupted waiter is settled, and
+    // a settled #reader counts as none (`#blocked`).
     registerNext = (w) => {
       const c = blocking!;
       blocking = null;
-      if (!c.#enqueue(w, c.#readerKind, c.#readerMax, c.#readerWhat, c.#readerIdleAt)) {
-        return noop;
-      }
-      return (c.#unregisterReader ??= () => {
-        c.#reader = null;
-      });
+      c.#enqueue(w, c.#readerKind, c.#readerMax, c.#readerWhat, c.#readerIdleAt);
     };
+    onIdle = (c) => c.#onIdleTimer();
   }
 
   #readOp<T>(kind: number, max: number, what: string): Promise<T> {
     // Before any poll: polling would hand the waiting reader's bytes (a partial line) to us.
-    if (this.#reader !== null) return Promise.reject(new ConcurrentReadError());
+    if (this.#blocked() !== null) return Promise.reject(new ConcurrentReadError());
     const idleAt = this.#idleAt();
     if (this.#queued === 0 && !this.#eof && this.#error === null && !this.#closedHere) {
       // Nothing to hand over yet (the common case of a request/response loop): go straight to
@@ -640,12 +642,12 @@ export class Connection implements AsyncDisposable {
     return {
       poll: () => {
         // Another task's read waits: its bytes are not ours to take (select rejects with this).
-        if (this.#reader !== null) throw new ConcurrentReadError();
+        if (this.#blocked() !== null) throw new ConcurrentReadError();
         const r = this.#poll(kind, max, what);
         return r === undefined || r instanceof Error ? undefined : r;
       },
       register: (w) => {
-        if (this.#reader !== null) {
+        if (this.#blocked() !== null) {
           w.fail(new ConcurrentReadError());
           return noop;
         }

@@ -162,15 +162,15 @@ describe('a healthy peer never sees a reset', { timeout: 60_000 }, () => {
 
 /**
  * A waiter standing for a reader that was cancelled (or whose select another event won)
- * between the wake-up and the hand-over: it refuses every commit, as the waiter contract
- * allows, and the producer must keep what it offered.
+ * between the wake-up and the hand-over: it looks pending until then, refuses every commit,
+ * as the waiter contract allows, and the producer must keep what it offered.
  */
 function refusingWaiter<T>(): Waiter<T> & { offered: T[] } {
   const offered: T[] = [];
   return {
     offered,
     get pending() {
-      return false;
+      return true;
     },
     commit(value: T) {
       offered.push(value);
