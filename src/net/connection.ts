@@ -27,6 +27,7 @@ import {
   inCleanup,
   now,
   pendingCancellation,
+  rejectCancelled,
   removeDeadline,
   type Waiter,
 } from '../core/internal.ts';
@@ -554,7 +555,7 @@ export class Connection implements AsyncDisposable {
       }
     }
     const cancelled = pendingCancellation();
-    if (cancelled !== null) return Promise.reject(cancelled);
+    if (cancelled !== null) return rejectCancelled(cancelled);
     const r = this.#poll(kind, max, what);
     if (r instanceof Error) return Promise.reject(r);
     if (r !== undefined) return Promise.resolve(r.value);
@@ -714,7 +715,7 @@ export class Connection implements AsyncDisposable {
     const s = this.socket;
     if (s.writableNeedDrain) return this.#writeAfterDrain(data);
     const cancelled = pendingCancellation();
-    if (cancelled !== null) return Promise.reject(cancelled);
+    if (cancelled !== null) return rejectCancelled(cancelled);
     const err = this.#writeError('write');
     if (err) return Promise.reject(err);
     s.write(data);

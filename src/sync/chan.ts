@@ -94,7 +94,7 @@ export class Chan<T> implements AsyncIterable<T> {
     }
     if (this.closed) {
       const e = pendingCancellation();
-      return Promise.reject(e ?? new ChanClosedError('read'));
+      return e !== null ? rejectCancelled(e) : Promise.reject(new ChanClosedError('read'));
     }
     return block<T>((w) => {
       const p = this.#readers.push(w, undefined, BARE);

@@ -10,7 +10,7 @@
  *    so many tasks can wait and any of them can give up (`wait`, `waitEvent`).
  * 4. `set` never blocks and never throws, so it is safe in cleanup and in event handlers.
  */
-import { block, pendingCancellation, type Waiter } from '../core/internal.ts';
+import { block, pendingCancellation, rejectCancelled, type Waiter } from '../core/internal.ts';
 import type { SelectEvent } from './select.ts';
 
 /**
@@ -66,7 +66,7 @@ export class Event<T = void> {
   wait(): Promise<T> {
     if (this.#set) {
       const e = pendingCancellation();
-      return e === null ? Promise.resolve(this.#value as T) : Promise.reject(e);
+      return e === null ? Promise.resolve(this.#value as T) : rejectCancelled(e);
     }
     return block<T>((w) => this.#register(w));
   }

@@ -77,7 +77,7 @@ export class Queue<T> implements AsyncIterable<T> {
   put(value: T): Promise<void> {
     if (this.#closed) {
       const e = pendingCancellation();
-      return Promise.reject(e ?? new QueueClosedError('put'));
+      return e !== null ? rejectCancelled(e) : Promise.reject(new QueueClosedError('put'));
     }
     if (this.#getters.size > 0 || this.#buf.length < this.capacity) {
       const e = pendingCancellation();
@@ -119,7 +119,7 @@ export class Queue<T> implements AsyncIterable<T> {
     }
     if (this.#closed) {
       const e = pendingCancellation();
-      return Promise.reject(e ?? new QueueClosedError('get'));
+      return e !== null ? rejectCancelled(e) : Promise.reject(new QueueClosedError('get'));
     }
     return block<T>((w) => {
       const p = this.#getters.push(w, undefined, BARE);

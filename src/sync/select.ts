@@ -18,6 +18,7 @@ import {
   block,
   now,
   pendingCancellation,
+  rejectCancelled,
   removeDeadline,
   type Waiter,
 } from '../core/internal.ts';
@@ -104,7 +105,7 @@ export function select<const E extends readonly SelectEvent<any>[]>(
     }
   }
   const cancelled = pendingCancellation();
-  if (cancelled !== null) return Promise.reject(cancelled);
+  if (cancelled !== null) return rejectCancelled(cancelled);
   try {
     for (let i = 0; i < events.length; i++) {
       const r = events[i].poll();

@@ -13,6 +13,7 @@ import { after, select } from '../../src/sync/index.ts';
 import { injectCancellation } from '../../src/testing/index.ts';
 import { collect, delay, pair } from './helpers.ts';
 import { checkLeaks } from '../helpers/leaks.ts';
+import { timerDelayUnderSwallowingLoop } from '../helpers/starvation.ts';
 
 checkLeaks();
 
@@ -176,6 +177,20 @@ describe('Connection reads', { timeout: 20_000 }, () => {
 });
 
 describe('Connection reads under cancellation', { timeout: 30_000 }, () => {
+  test('a loop swallowing the cancellation of reads and writes that need not wait does not starve a timer', async () => {
+    const p = await pair();
+    try {
+      p.client.end();
+      assert.equal(await p.conn.read(), null); // at EOF a read completes without waiting
+      for (const op of [() => p.conn.read(), () => p.conn.readLine(), () => p.conn.write('x')]) {
+        const late = await timerDelayUnderSwallowingLoop(op);
+        assert.ok(late < 500, `the 5 ms timer fired after ${late.toFixed(0)} ms`);
+      }
+    } finally {
+      await p.close();
+    }
+  });
+
   test('a cancelled read consumed nothing: the next read gets the bytes', async () => {
     const p = await pair();
     const t = spawn(() => p.conn.read());

@@ -11,6 +11,7 @@ import {
 } from '../../src/core/index.ts';
 import { Chan, ChanClosedError } from '../../src/sync/index.ts';
 import { injectCancellation, useTestClock } from '../../src/testing/index.ts';
+import { timerDelayUnderSwallowingLoop } from '../helpers/starvation.ts';
 import { bounded, checkLeaks, turns } from './helpers.ts';
 
 checkLeaks();
@@ -61,6 +62,13 @@ describe('Chan basics', () => {
 });
 
 describe('Chan close', () => {
+  test('a loop swallowing the cancellation of reads of a closed chan does not starve a timer', async () => {
+    const c = new Chan<number>();
+    c.close();
+    const late = await timerDelayUnderSwallowingLoop(() => c.read());
+    assert.ok(late < 500, `the 5 ms timer fired after ${late.toFixed(0)} ms`);
+  });
+
   test(
     'readers get the buffered items, then read rejects with ChanClosedError',
     bounded,

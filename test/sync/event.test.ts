@@ -12,6 +12,7 @@ import {
 } from '../../src/core/index.ts';
 import { after, Event, select } from '../../src/sync/index.ts';
 import { assertCheckpoints, injectCancellation, useTestClock } from '../../src/testing/index.ts';
+import { timerDelayUnderSwallowingLoop } from '../helpers/starvation.ts';
 import { bounded, checkLeaks, turns } from './helpers.ts';
 
 checkLeaks();
@@ -128,6 +129,15 @@ describe('Event: wait is a checkpoint', () => {
 });
 
 describe('Event in select', () => {
+  test('a loop swallowing the cancellation of wait or select on a set event does not starve a timer', async () => {
+    const e = new Event();
+    e.set();
+    for (const op of [() => e.wait(), () => select(e.waitEvent())]) {
+      const late = await timerDelayUnderSwallowingLoop(op);
+      assert.ok(late < 500, `the 5 ms timer fired after ${late.toFixed(0)} ms`);
+    }
+  });
+
   test('waitEvent wins once set, and loses without a trace before', bounded, async () => {
     using clock = useTestClock();
     const ev = new Event<string>();

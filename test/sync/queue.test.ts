@@ -11,6 +11,7 @@ import {
 } from '../../src/core/index.ts';
 import { Queue, QueueClosedError } from '../../src/sync/index.ts';
 import { injectCancellation } from '../../src/testing/index.ts';
+import { timerDelayUnderSwallowingLoop } from '../helpers/starvation.ts';
 import { bounded, checkLeaks, turns } from './helpers.ts';
 
 checkLeaks();
@@ -112,6 +113,15 @@ describe('Queue basics', () => {
 });
 
 describe('Queue close', () => {
+  test('a loop swallowing the cancellation of put or get on a closed queue does not starve a timer', async () => {
+    const q = new Queue<number>(1);
+    q.close();
+    for (const op of [() => q.put(1), () => q.get()]) {
+      const late = await timerDelayUnderSwallowingLoop(op);
+      assert.ok(late < 500, `the 5 ms timer fired after ${late.toFixed(0)} ms`);
+    }
+  });
+
   test(
     'getters drain the buffer, then get rejects with QueueClosedError and for await ends',
     bounded,
