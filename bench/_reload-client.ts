@@ -1,6 +1,6 @@
 /**
  * The load client of bench/reload.ts, run in its own process: `--port P --connections N
- * --duration-ms D [--keep-alive] [--timeout-ms T]`. N connections send `GET /` back to back
+ * --duration-ms D [--keep-alive] [--timeout-ms T] [--detail]`. N connections send `GET /` back to back
  * (one request in flight per connection, as wrk does) for D ms, over raw sockets so that the
  * client costs little CPU beside the servers it measures. Each request is classified as wrk
  * counts it — ok (2xx), non-2xx, connect, read, write, timeout — and timed. On stdin EOF or
@@ -30,6 +30,13 @@ const wall = () => performance.timeOrigin + performance.now();
 const starts: number[] = [];
 const lats: number[] = [];
 const kinds: number[] = [];
+// --detail (for --trace): which worker answered (the pid in the app's body, 0 if none) and
+// whether the request was its socket's first.
+const DETAIL = args.includes('--detail');
+const pids: number[] = [];
+const fresh: number[] = [];
+let curPid = 0;
+let curFresh = 0;
 const end = wall() + DURATION_MS;
 
 const REQUEST = Buffer.from(
@@ -40,6 +47,10 @@ function record(start: number, kind: Kind): void {
   starts.push(Math.round(start));
   lats.push(Math.round((wall() - start) * 100) / 100);
   kinds.push(KINDS.indexOf(kind));
+  if (DETAIL) {
+    pids.push(curPid);
+    fresh.push(curFresh);
+  }
 }
 
 /** One connection's loop: requests back to back, a new socket after every close. */
@@ -62,6 +73,7 @@ function session(): Promise<void> {
       if (!settled && kind) record(start, kind);
       settled = true;
     };
+    let n = 0;
     const send = () => {
       start = wall();
       settled = false;
@@ -90,12 +102,21 @@ function session(): Promise<void> {
       const len = m ? Number(m[1]) : 0;
       if (buf.length < head + 4 + len) return;
       const status = Number(text.slice(9, 12));
+      if (DETAIL) {
+        const pm = / from (\d+)/.exec(buf.subarray(head + 4).toString('latin1'));
+        curPid = pm ? Number(pm[1]) : 0;
+        curFresh = n++ === 0 ? 1 : 0;
+      }
       const closing = /\r\nconnection:\s*close/i.test(text);
       finish(status >= 200 && status < 300 ? 'ok' : 'non2xx');
       if (KEEP_ALIVE && !closing && wall() < end) send();
       else sock.end();
     });
     sock.on('error', (e: NodeJS.ErrnoException) => {
+      if (DETAIL) {
+        curPid = 0;
+        curFresh = n === 0 ? 1 : 0;
+      }
       if (!connected) {
         // A refused or failed connect is one failed request (wrk counts it as connect).
         settled = false;
@@ -104,6 +125,7 @@ function session(): Promise<void> {
       else finish('read');
     });
     sock.on('close', () => {
+      if (DETAIL) curPid = 0;
       // Closed with a request outstanding and no error: the server hung up on it (read).
       finish('read');
       resolve();
@@ -112,4 +134,5 @@ function session(): Promise<void> {
 }
 
 await Promise.all(Array.from({ length: CONNECTIONS }, () => connectionLoop()));
-process.stdout.write(`${JSON.stringify({ starts, lats, kinds, kindNames: KINDS })}\n`);
+const detail = DETAIL ? { pids, fresh } : {};
+process.stdout.write(`${JSON.stringify({ starts, lats, kinds, kindNames: KINDS, ...detail })}\n`);

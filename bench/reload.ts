@@ -24,6 +24,11 @@
  * and errors per 100 ms, reload moments marked, into docs/benchmarks/reload-keepalive-*.svg
  * (with --quick into the temporary directory, whose path is printed).
  *
+ * --trace PREFIX: also writes PREFIX-<system>-<on|off>.json per run: the reload marks, every
+ * request (start, latency, kind, answering pid, first on its socket) and, for quiesce, the
+ * supervisor's output (its log, the app's lines) stamped on arrival, to see where in a reload
+ * the time goes.
+ *
  * --chaos: instead of plain reloads, in turn: SIGKILL a random worker, a reload, three reloads
  * back to back, a "deploy" whose new workers crash at start (the reload must fail, the old
  * generation keep serving), a reload after the fix. Counts failures the same way; the picture
@@ -46,6 +51,7 @@ const value = (name: string) => (args.includes(name) ? args[args.indexOf(name) +
 const quick = flag('--quick') || process.env.BENCH_QUICK === '1';
 const chaos = flag('--chaos');
 const only = value('--only');
+const trace = value('--trace');
 const modes =
   value('--keep-alive') === 'on'
     ? [true]
@@ -103,15 +109,18 @@ function run(argv: string[], env?: NodeJS.ProcessEnv): Promise<{ code: number; o
 /** Collects a child's output; `wait(re)` resolves on the first match after `from`. */
 function watch(p: ChildProcess) {
   let buf = '';
+  const stamped: [number, string][] = [];
   const waiters = new Set<() => void>();
   const on = (d: string) => {
     buf += d;
+    stamped.push([wall(), d]);
     for (const w of waiters) w();
   };
   p.stdout?.setEncoding('utf8').on('data', on);
   p.stderr?.setEncoding('utf8').on('data', on);
   return {
     text: () => buf,
+    stamped,
     wait(re: RegExp, ms = 30_000, from = 0): Promise<RegExpExecArray> {
       return new Promise((resolve, reject) => {
         const timer = setTimeout(() => {
@@ -160,6 +169,8 @@ interface System {
   stop(): Promise<void>;
 }
 
+// For --trace: the quiesce supervisor's output (its log and the app's), stamped on arrival.
+let logs: ReturnType<typeof watch> | null = null;
 function quiesceSystem(crashFile: string): System {
   let sup: ChildProcess | null = null;
   let control = '';
@@ -186,6 +197,7 @@ function quiesceSystem(crashFile: string): System {
         },
       );
       const out = watch(sup);
+      logs = out;
       const m = await out.wait(/listening on 127\.0\.0\.1:(\d+)/);
       await out.wait(/generation 1 serving/);
       return Number(m[1]);
@@ -377,7 +389,7 @@ async function measure(system: System, dir: string, keepAlive: boolean): Promise
         String(CONNECTIONS),
         '--duration-ms',
         String(DURATION_MS),
-      ].concat(keepAlive ? ['--keep-alive'] : []),
+      ].concat(keepAlive ? ['--keep-alive'] : [], trace ? ['--detail'] : []),
       { stdio: ['ignore', 'pipe', 'inherit'] },
     );
     let json = '';
@@ -400,6 +412,12 @@ async function measure(system: System, dir: string, keepAlive: boolean): Promise
     }
     await done;
     const r = JSON.parse(json) as Omit<Measured, 'name' | 'keepAlive' | 't0' | 'marks'>;
+    if (trace) {
+      writeFileSync(
+        `${trace}-${system.name.split(' ')[0]}-${keepAlive ? 'on' : 'off'}.json`,
+        JSON.stringify({ t0, marks, ...r, logs: logs?.stamped ?? [] }),
+      );
+    }
     return { name: system.name, keepAlive, t0, marks, ...r };
   } finally {
     await system.stop();

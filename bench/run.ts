@@ -9,7 +9,8 @@
  *    JIT state and leftover timers cannot skew the next.
  * 3. A named benchmark that does not exist is reported and skipped, never fatal; the exit code
  *    is non-zero only if a benchmark failed or nothing at all could run.
- * 4. Flags (`--quick`) are passed on to every benchmark.
+ * 4. Flags (`--quick`) are passed on to every benchmark, and so is everything after the first
+ *    flag: a flag's value (`reload --only quiesce --keep-alive on`) is not taken for a name.
  */
 import { spawn } from 'node:child_process';
 import { readdirSync } from 'node:fs';
@@ -42,8 +43,11 @@ function runOne(name: string, flags: string[]): Promise<number> {
 
 async function main(): Promise<number> {
   const args = process.argv.slice(2);
-  const flags = args.filter((a) => a.startsWith('-'));
-  const names = args.filter((a) => !a.startsWith('-')).map((a) => a.replace(/^bench\/|\.ts$/g, ''));
+  const first = args.findIndex((a) => a.startsWith('-'));
+  const flags = first < 0 ? [] : args.slice(first);
+  const names = (first < 0 ? args : args.slice(0, first)).map((a) =>
+    a.replace(/^bench\/|\.ts$/g, ''),
+  );
   const all = available();
   let chosen = all;
   if (names.length > 0) {
