@@ -71,6 +71,7 @@ const RUN_OPTS: OptSpec[] = [
   { long: 'workers', short: 'w', value: true },
   { long: 'ready-timeout', value: true },
   { long: 'drain-timeout', value: true },
+  { long: 'drain-spread', value: true },
   { long: 'shutdown-delay', value: true },
   { long: 'assume-ready-after', value: true },
   { long: 'ready-on-listen', value: false },
@@ -300,6 +301,7 @@ function parseRun(argv: readonly string[]): Command {
   set('workers', count('workers', 1, MAX_WORKERS));
   set('readyTimeoutMs', dur('ready-timeout', 1));
   set('drainTimeoutMs', dur('drain-timeout'));
+  set('drainSpreadMs', dur('drain-spread'));
   set('shutdownDelayMs', dur('shutdown-delay'));
   set('assumeReadyAfterMs', dur('assume-ready-after'));
   set('maxRestarts', count('max-restarts', 0, MAX_RESTARTS));

@@ -7,7 +7,9 @@
  * Guarantees, and who keeps them:
  * 1. From drain start every response whose headers are not yet written carries
  *    `Connection: close`, and its connection is closed once that response is sent
- *    (`#startDrain`, `#onRequest`).
+ *    (`#startDrain`, `#onRequest`). With `spreadMs`, each connection gets its own moment,
+ *    uniformly at random within that window from drain start (or from its accept, if later),
+ *    and this holds for it from that moment on; responses before it keep the connection open.
  * 2. A connection is never closed while its client may be sending on it: one idle for less
  *    than `minIdleMs` is left until its next response (which carries `Connection: close`) or
  *    until it has been idle that long; a connection that received bytes since its last
@@ -67,6 +69,11 @@ import diagnosticsChannel from 'node:diagnostics_channel';
  * @property {boolean} [closeListener] Stop accepting (close the listening socket) once its
  *   accept queue is quiet. Default: true.
  * @property {() => void} [onDeadline] Called once at the deadline, before the grace period.
+ * @property {number} [spreadMs] Spread the `Connection: close` hand-over of busy keep-alive
+ *   connections over this window from drain start: each connection is closed at its first
+ *   response after a moment of its own, uniformly at random within the window, so that its
+ *   clients do not all reconnect in the same few milliseconds (to workers that may be cold).
+ *   At most the deadline. Idle connections follow `minIdleMs` as ever. Default: 0 (at once).
  * @property {Promise<unknown>} [listenerClosed] With `closeListener: false`: resolves when
  *   whoever owns the listening socket has closed it; the drain ends only after it (and after
  *   the connections accepted until then).
@@ -154,6 +161,12 @@ class Conn {
     this.upgradeReq = null;
     /** @type {ReturnType<typeof setTimeout> | null} */
     this.timer = null;
+    /**
+     * Draining with `spreadMs`: pending until this connection's moment, during which its
+     * responses keep it open.
+     * @type {ReturnType<typeof setTimeout> | null}
+     */
+    this.spreadTimer = null;
   }
 }
 
@@ -181,6 +194,7 @@ class Drain {
     /** @type {ReturnType<typeof setTimeout> | null} */
     this.forceTimer = null;
     this.graceMs = 0;
+    this.spreadMs = 0;
     this.deadlineReached = false;
     /** @type {(() => void) | undefined} */
     this.onDeadline = undefined;
@@ -263,6 +277,8 @@ class Drain {
   forget(c) {
     if (c.timer) clearTimeout(c.timer);
     c.timer = null;
+    if (c.spreadTimer) clearTimeout(c.spreadTimer);
+    c.spreadTimer = null;
     if (!this.conns.delete(c)) return;
     if (this.draining && this.conns.size === 0) this.checkDone?.();
   }
@@ -284,7 +300,7 @@ class Drain {
       if (c.timer) clearTimeout(c.timer);
       c.timer = null;
     }
-    if (this.draining) closeAfter(res);
+    if (this.draining && c.spreadTimer === null) closeAfter(res);
     // on, not once: node emits a response's 'close' once; once would cost every request a
     // wrapper, a bound function and a removeListener.
     res.on('close', onResponseClose);
@@ -344,6 +360,25 @@ class Drain {
   enterDrain(c) {
     const s = /** @type {any} */ (c.socket);
     s.destroySoon = destroySoonGracefully;
+    const left = this.t0 + this.spreadMs - performance.now();
+    if (left > 0 && (c.state === 'active' || c.state === 'idle')) {
+      c.spreadTimer = setTimeout(spreadDue, Math.random() * left, this, c);
+      return;
+    }
+    this.enterDrainNow(c);
+  }
+
+  /**
+   * The connection's moment of a spread hand-over has come: it drains as if from drain start.
+   * @param {Conn} c
+   */
+  spreadDue(c) {
+    c.spreadTimer = null;
+    this.enterDrainNow(c);
+  }
+
+  /** @param {Conn} c */
+  enterDrainNow(c) {
     switch (c.state) {
       case 'active':
         if (c.res && !c.res.headersSent) closeAfter(c.res);
@@ -423,6 +458,8 @@ class Drain {
       return this.done;
     }
     this.graceMs = num('graceMs', options?.graceMs, 0);
+    this.spreadMs = num('spreadMs', options?.spreadMs, 0);
+    if (deadlineMs >= 0) this.spreadMs = Math.min(this.spreadMs, deadlineMs);
     this.onDeadline = options?.onDeadline;
     this.t0 = performance.now();
     this.draining = true;
@@ -480,6 +517,11 @@ class Drain {
       process.emitWarning(`quiesce/http: onDeadline threw: ${e instanceof Error ? e.message : e}`, {
         code: 'QUIESCE_HOOK_ERROR',
       });
+    }
+    for (const c of this.conns) {
+      if (c.spreadTimer === null) continue;
+      clearTimeout(c.spreadTimer);
+      this.spreadDue(c);
     }
     // Idle connections still inside their window close now, gracefully but within the grace.
     for (const c of this.conns) if (c.state === 'idle') this.closeIdle(c);
@@ -623,6 +665,14 @@ function saysClose(headers) {
 function closeIdleLater(d, c) {
   c.timer = null;
   d.closeIdle(c);
+}
+
+/**
+ * @param {Drain} d
+ * @param {Conn} c
+ */
+function spreadDue(d, c) {
+  d.spreadDue(c);
 }
 
 function nextTurn() {

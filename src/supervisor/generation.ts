@@ -216,6 +216,7 @@ export class Generations {
       notReadyHint: readyHint(o, 'exited'),
       drainSignal: o.drainSignal,
       drainTimeoutMs: o.drainTimeoutMs,
+      drainSpreadMs: o.drainSpreadMs,
     });
     if (proc.pid !== undefined) h.watchdog?.add(proc.pid);
     const m: Member = {

@@ -29,6 +29,14 @@ export interface SupervisorOptions {
   /** How long a draining worker (its whole process group) may take to exit before SIGKILL. */
   drainTimeoutMs?: number;
   /**
+   * Preloaded Node workers: over how long a draining worker hands its busy keep-alive
+   * connections over (each gets `Connection: close` at its first response after a moment of
+   * its own within the window), so that after a reload the clients reconnect to the new,
+   * still cold workers a few at a time rather than all at once. At most the drain deadline;
+   * 0 closes them at once.
+   */
+  drainSpreadMs?: number;
+  /**
    * On stop, how long the workers keep serving, with readiness failing (status `stopping`,
    * `quiesce status --ready` exits 1), before they drain: the time a load balancer or
    * Kubernetes needs to stop sending new connections. Stop takes up to this plus
@@ -96,6 +104,7 @@ export const supervisorDefaults = Object.freeze({
   workers: 1,
   readyTimeoutMs: 30_000,
   drainTimeoutMs: 30_000,
+  drainSpreadMs: 500,
   shutdownDelayMs: 0,
   preload: true,
   drainSignal: 'SIGTERM' as NodeJS.Signals,
@@ -114,6 +123,7 @@ export interface Settings {
   workers: number;
   readyTimeoutMs: number;
   drainTimeoutMs: number;
+  drainSpreadMs: number;
   shutdownDelayMs: number;
   assumeReadyAfterMs: number | undefined;
   nodePreload: string | undefined;
@@ -183,6 +193,7 @@ export function normalize(o: SupervisorOptions): Settings {
     workers: int('workers', o.workers, d.workers, 1, MAX_WORKERS),
     readyTimeoutMs: ms('readyTimeoutMs', o.readyTimeoutMs, d.readyTimeoutMs, 1),
     drainTimeoutMs: ms('drainTimeoutMs', o.drainTimeoutMs, d.drainTimeoutMs),
+    drainSpreadMs: ms('drainSpreadMs', o.drainSpreadMs, d.drainSpreadMs),
     shutdownDelayMs: ms('shutdownDelayMs', o.shutdownDelayMs, d.shutdownDelayMs),
     assumeReadyAfterMs:
       o.assumeReadyAfterMs === undefined

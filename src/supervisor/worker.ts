@@ -90,6 +90,8 @@ export interface WorkerSpec {
    * the preload drains within (`QUIESCE_DRAIN_TIMEOUT_MS`).
    */
   readonly drainTimeoutMs?: number;
+  /** The preload's `QUIESCE_DRAIN_SPREAD_MS`: over how long a drain hands keep-alive connections over. */
+  readonly drainSpreadMs?: number;
 }
 
 // How often a group whose leader has ended is looked at again.
@@ -136,6 +138,7 @@ const PRIVATE_ENV = [
   LISTEN_ENV,
   'QUIESCE_DRAIN_TIMEOUT_MS',
   'QUIESCE_DRAIN_SIGNAL',
+  'QUIESCE_DRAIN_SPREAD_MS',
 ];
 const EXEC_WRAPPER = 'export LISTEN_PID=$$; exec "$@"';
 const MAX_LINE = 4096;
@@ -196,6 +199,7 @@ export class WorkerProcess {
         env.QUIESCE_DRAIN_TIMEOUT_MS = String(spec.drainTimeoutMs);
       }
       if (spec.drainSignal) env.QUIESCE_DRAIN_SIGNAL = spec.drainSignal;
+      if (spec.drainSpreadMs) env.QUIESCE_DRAIN_SPREAD_MS = String(spec.drainSpreadMs);
     }
     let child: ChildProcess | null = null;
     try {

@@ -11,6 +11,9 @@
  *    forced end comes before the supervisor's SIGKILL), then the process exits with status 0.
  *    If the app has its own handler, that handler alone decides; guarantee 1 still applies.
  * 3. The drain is started once; more signals while it runs change nothing.
+ * 4. The `Connection: close` of busy keep-alive connections is spread over
+ *    `QUIESCE_DRAIN_SPREAD_MS` (default 0: at once), so that after a reload their clients
+ *    move to the new workers a few at a time instead of all in the same instant.
  */
 import * as http from 'node:http';
 import * as https from 'node:https';
@@ -34,6 +37,17 @@ const budget = drainBudgetMs(process.env);
 // Most of the budget for requests to finish, the rest for the sockets still open after that.
 const deadlineMs = Math.round(budget * 0.9);
 const graceMs = budget - deadlineMs;
+const spreadMs = drainSpreadMs(process.env);
+
+/**
+ * The window over which a drain hands keep-alive connections over (guarantee 4).
+ * @param {NodeJS.ProcessEnv} env
+ */
+export function drainSpreadMs(env) {
+  const raw = env.QUIESCE_DRAIN_SPREAD_MS;
+  const v = raw === undefined || raw === '' ? 0 : Number(raw);
+  return Number.isFinite(v) && v > 0 ? v : 0;
+}
 
 /**
  * Remembers `server` for the drain on the signal; gives HTTP servers the drain (guarantee 1).
@@ -47,7 +61,7 @@ export function trackServer(server) {
     /** @type {Promise<void> | null} */
     let drained = null;
     const drain = () =>
-      (drained ??= drainer.drain({ deadlineMs, graceMs }).then(
+      (drained ??= drainer.drain({ deadlineMs, graceMs, spreadMs }).then(
         () => {},
         () => {},
       ));
