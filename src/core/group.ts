@@ -75,6 +75,8 @@ export class TaskGroup implements AsyncDisposable {
   #failed = false;
   #error: unknown;
   #idle: (() => void) | null = null;
+  /** @internal names a child spawned without a name, on first read of its name. */
+  nameChild: ((t: Task<unknown>) => string) | null = null;
 
   constructor(options?: TaskGroupOptions) {
     const policy = options?.policy ?? 'fail-fast';
@@ -128,6 +130,27 @@ export class TaskGroup implements AsyncDisposable {
       options?.name,
       cleanupMsOption('group.spawn', options?.cleanupTimeoutMs),
       this,
+    );
+    (this.#tasks ??= new Set()).add(t);
+    t.observe();
+    return t;
+  }
+
+  /**
+   * @internal `spawn` for a body that takes an argument: `fn(arg)` runs as the child, and
+   * `arg` is the child's `arg` while it runs. One `fn` can then serve every child, where a
+   * closure per child would be kept alive as long as the child.
+   */
+  spawnWith<A, T>(fn: (arg: A) => T | PromiseLike<T>, arg: A): Task<T> {
+    if (this.#closed) throw new GroupClosedError(this.name);
+    const t = spawnIn(
+      { task: this.#owner, scope: this.scope, mask: current().mask },
+      this.scope,
+      fn,
+      undefined,
+      undefined,
+      this,
+      arg,
     );
     (this.#tasks ??= new Set()).add(t);
     t.observe();

@@ -77,7 +77,12 @@ export class Task<T> implements TaskLike, AsyncDisposable {
   /** @internal the body itself ended by a cancellation (not by someone else's error). */
   endedCancelled = false;
   /** @internal the body, until it starts. */
-  body: (() => T | PromiseLike<T>) | null = null;
+  body: ((arg?: any) => T | PromiseLike<T>) | null = null;
+  /**
+   * @internal what the body is called with (`spawnIn`'s `arg`): code running in the task
+   * finds it through `currentTask()` instead of a closure.
+   */
+  arg: unknown = undefined;
   /** @internal first running child (intrusive list, see `roots`). */
   firstKid: Task<unknown> | null = null;
   /** @internal */
@@ -92,7 +97,10 @@ export class Task<T> implements TaskLike, AsyncDisposable {
   /** @internal foreign promises adopted by this task, awaited before it finishes. */
   adopted: Set<Promise<unknown>> | null = null;
   /** @internal the group told when this task is done (a microtask after it is). */
-  group: { childDone(t: Task<unknown>): void } | null = null;
+  group: {
+    childDone(t: Task<unknown>): void;
+    nameChild?: ((t: Task<unknown>) => string) | null;
+  } | null = null;
 
   /** @internal use `spawn`. */
   constructor(
@@ -115,7 +123,7 @@ export class Task<T> implements TaskLike, AsyncDisposable {
 
   /** The name given to `spawn`, or `task-<id>` (built on first read: spawn stays cheap). */
   get name(): string {
-    if (this.#name === undefined) this.#name = `task-${this.id}`;
+    if (this.#name === undefined) this.#name = this.group?.nameChild?.(this) ?? `task-${this.id}`;
     return this.#name;
   }
 
@@ -300,7 +308,7 @@ function runTask<T>(t: Task<T>): void {
   t.body = null;
   let v: T | PromiseLike<T>;
   try {
-    v = fn();
+    v = t.arg === undefined ? fn() : fn(t.arg);
   } catch (error) {
     endBody(t, { ok: false, error });
     return;
@@ -360,10 +368,11 @@ export function spawn<T>(fn: () => T | PromiseLike<T>, options?: SpawnOptions): 
 export function spawnIn<T>(
   ctx: Ctx,
   parentScope: CancelScope,
-  fn: () => T | PromiseLike<T>,
+  fn: (arg: any) => T | PromiseLike<T>,
   name: string | undefined,
   cleanupMs?: number,
   group?: Task<T>['group'],
+  arg?: unknown,
 ): Task<T> {
   const parent = ctx.task as Task<unknown> | null;
   // A callback that captured a finished task's context (a timer, an event handler) must not
@@ -371,6 +380,7 @@ export function spawnIn<T>(
   if (parent?.done) throw new TaskFinishedError(parent.name);
   const t = new Task<T>(parent, parentScope, name, cleanupMs);
   t.body = fn;
+  t.arg = arg;
   if (group) t.group = group;
   runIn({ task: t, scope: t.scope, mask: ctx.mask }, runTask<T>, t);
   return t;

@@ -138,6 +138,10 @@ export class Server implements AsyncDisposable {
   // group's size: a connection whose handler returned may still be in its bounded
   // gracefulClose, and cancelling it at the drain deadline cancels nothing of the handler's.
   #busy = 0;
+  // Made once per server, not per connection: the connection is the task's `arg`.
+  readonly #serveOneFn = (conn: Connection) => this.#serveOne(conn);
+  readonly #returned = () => this.#settle(connOfTask(), RETURNED);
+  readonly #threw = (e: unknown) => this.#settle(connOfTask(), e);
 
   /** @internal use `serve`. */
   constructor(listener: Listener, handler: Handler, o: ServeOptions) {
@@ -200,6 +204,9 @@ export class Server implements AsyncDisposable {
       policy: 'supervise',
       shield: true,
     });
+    // Built when first asked for (diagnostics, the task tree): a name string per connection
+    // would be kept by every idle connection.
+    this.#group.nameChild = (t) => `${this.name}/conn-${(t.arg as Connection).id}`;
     this.#groupCtx = { task: ctx.task, scope: this.#group.scope, mask: ctx.mask };
     const signal = ctx.scope.signal();
     const onAbort = () => this.#requestStop(this.#drainMs);
@@ -243,7 +250,7 @@ export class Server implements AsyncDisposable {
   #spawnOne(conn: Connection): void {
     this.#busy++; // from the accept on: a shutdown's count must not miss a task not yet started
     try {
-      this.#group.spawn(() => this.#serveOne(conn), { name: `${this.name}/conn-${conn.id}` });
+      this.#group.spawnWith(this.#serveOneFn, conn);
     } catch (e) {
       this.#busy--;
       throw e;
@@ -262,10 +269,8 @@ export class Server implements AsyncDisposable {
     } catch (e) {
       return this.#settle(conn, e);
     }
-    return Promise.resolve(r).then(
-      () => this.#settle(conn, RETURNED),
-      (e: unknown) => this.#settle(conn, e),
-    );
+    // The callbacks run in the connection's task (the context `then` was called in).
+    return Promise.resolve(r).then(this.#returned, this.#threw);
   }
 
   async #serveInSlot(conn: Connection, slots: Semaphore): Promise<void> {
@@ -441,6 +446,11 @@ export class Server implements AsyncDisposable {
   async [Symbol.asyncDispose](): Promise<void> {
     await this.shutdown();
   }
+}
+
+/** The connection of the connection task running now (its `arg`, see `#spawnOne`). */
+function connOfTask(): Connection {
+  return (current().task as Task<unknown>).arg as Connection;
 }
 
 /** `fn`, bound to the context current now (for `runIn`). */

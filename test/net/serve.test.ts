@@ -3,6 +3,7 @@ import type net from 'node:net';
 import { afterEach, beforeEach, describe, test } from 'node:test';
 import {
   boundedCleanup,
+  currentTask,
   type Diagnostic,
   onDiagnostic,
   sleep,
@@ -56,6 +57,25 @@ function gate() {
 }
 
 describe('serve: graceful shutdown', { timeout: 30_000 }, () => {
+  test("each connection's task is named <server>/conn-<connection id>, child of the server", async () => {
+    const names: string[] = [];
+    const { server, port } = await start(
+      (conn) => {
+        const t = currentTask()!;
+        names.push(`${t.name} ${conn.id} ${t.parent?.name}`);
+      },
+      { name: 'echo' },
+    );
+    for (let i = 0; i < 2; i++) (await dial(port)).end();
+    assert.ok(await until(() => names.length === 2));
+    await server.shutdown();
+    for (const n of names) {
+      const [name, id, parent] = n.split(' ');
+      assert.equal(name, `echo/conn-${id}`);
+      assert.equal(parent, 'echo');
+    }
+  });
+
   test('100 connections in progress all complete, new ones are refused, then the server exits', async () => {
     const { server, port } = await start(async (conn) => {
       await conn.write('Hello.\n');
