@@ -266,7 +266,13 @@ export class Connection implements AsyncDisposable {
 
   #wake(): void {
     const w = this.#blocked();
-    if (w !== null) {
+    if (w !== null && this.#readerKind === DATA && this.#queued > 0 && !this.#closedHere) {
+      // A data read with bytes to hand over (every request of a request/response loop):
+      // #pollData's first branch, without its result object.
+      this.#reader = null;
+      const b = this.#take(this.#readerMax);
+      if (!w.commit(b)) this.#unread(b);
+    } else if (w !== null) {
       const r = this.#poll(this.#readerKind, this.#readerMax, this.#readerWhat);
       if (r === undefined) return; // nothing for it after all: it keeps waiting
       this.#reader = null;
