@@ -22,7 +22,13 @@ import {
   UNINTERRUPTIBLE,
 } from './context.ts';
 import { report } from './diagnostics.ts';
-import { ArgumentError, GroupClosedError, isCancellation, QuiesceError } from './errors.ts';
+import {
+  ArgumentError,
+  GroupClosedError,
+  isCancellation,
+  QuiesceError,
+  type Result,
+} from './errors.ts';
 import { spawnIn, type Task } from './task.ts';
 
 /** Options for a task group. */
@@ -77,6 +83,12 @@ export class TaskGroup implements AsyncDisposable {
   #idle: (() => void) | null = null;
   /** @internal names a child spawned without a name, on first read of its name. */
   nameChild: ((t: Task<unknown>) => string) | null = null;
+  /**
+   * @internal runs in each child once its body settled, before its children are settled and
+   * it finishes; the child's outcome becomes what it resolves to. For work every child does
+   * last (a server closing its connection), without a reaction and a promise more per child.
+   */
+  afterBody: ((t: Task<unknown>, r: Result<unknown>) => PromiseLike<Result<unknown>>) | null = null;
 
   constructor(options?: TaskGroupOptions) {
     const policy = options?.policy ?? 'fail-fast';

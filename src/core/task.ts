@@ -100,6 +100,7 @@ export class Task<T> implements TaskLike, AsyncDisposable {
   group: {
     childDone(t: Task<unknown>): void;
     nameChild?: ((t: Task<unknown>) => string) | null;
+    afterBody?: ((t: Task<unknown>, r: Result<unknown>) => PromiseLike<Result<unknown>>) | null;
   } | null = null;
 
   /** @internal use `spawn`. */
@@ -325,6 +326,18 @@ function bodyThrew(error: unknown): void {
 }
 
 function endBody<T>(t: Task<T>, r: Result<T>): void {
+  const after = t.group?.afterBody;
+  if (after) {
+    after(t as Task<unknown>, r).then(
+      (r2) => settleBody(t, r2 as Result<T>),
+      (error: unknown) => settleBody(t, { ok: false, error }),
+    );
+  } else {
+    settleBody(t, r);
+  }
+}
+
+function settleBody<T>(t: Task<T>, r: Result<T>): void {
   if (t.firstKid || t.adopted?.size) settleChildren(t).then(() => t.finish(r));
   else t.finish(r);
 }

@@ -20,7 +20,14 @@
  */
 import { AsyncResource } from 'node:async_hooks';
 import type net from 'node:net';
-import { ArgumentError, isCancellation, spawn, type Task, TaskGroup } from '../core/index.ts';
+import {
+  ArgumentError,
+  isCancellation,
+  type Result,
+  spawn,
+  type Task,
+  TaskGroup,
+} from '../core/index.ts';
 import { addDeadline, current, now, removeDeadline, report, runIn } from '../core/internal.ts';
 import { Semaphore } from '../sync/semaphore.ts';
 import { Connection } from './connection.ts';
@@ -102,6 +109,8 @@ export interface ServerStats {
 let serverIds = 1;
 /** A handler's outcome when it returned (anything it throws is an outcome too). */
 const RETURNED: unique symbol = Symbol('returned');
+/** A connection task's outcome once its handler returned or failed (errors are reported). */
+const SETTLED: Result<unknown> = { ok: true, value: undefined };
 
 function noop(): void {}
 // Upper bound of the accept linger at shutdown (see #acceptUntilQuiet): long enough for a full
@@ -140,8 +149,6 @@ export class Server implements AsyncDisposable {
   #busy = 0;
   // Made once per server, not per connection: the connection is the task's `arg`.
   readonly #serveOneFn = (conn: Connection) => this.#serveOne(conn);
-  readonly #returned = () => this.#settle(connOfTask(), RETURNED);
-  readonly #threw = (e: unknown) => this.#settle(connOfTask(), e);
 
   /** @internal use `serve`. */
   constructor(listener: Listener, handler: Handler, o: ServeOptions) {
@@ -206,6 +213,7 @@ export class Server implements AsyncDisposable {
     });
     // Built when first asked for (diagnostics, the task tree): a name string per connection
     // would be kept by every idle connection.
+    if (!this.#slots) this.#group.afterBody = (t, r) => this.#afterHandler(t, r);
     this.#group.nameChild = (t) => `${this.name}/conn-${(t.arg as Connection).id}`;
     this.#groupCtx = { task: ctx.task, scope: this.#group.scope, mask: ctx.mask };
     const signal = ctx.scope.signal();
@@ -258,19 +266,20 @@ export class Server implements AsyncDisposable {
   }
 
   /**
-   * Runs the handler, then `#settle`. Without `maxConnections` this is promise callbacks, not
-   * an async function: an idle connection then holds no suspended frame of ours.
+   * A connection task's body. Without `maxConnections` it is the handler alone, and
+   * `#afterHandler` (the group's `afterBody`) settles: an idle connection then holds no
+   * suspended frame, closure or promise of ours.
    */
-  #serveOne(conn: Connection): Promise<void> {
-    if (this.#slots) return this.#serveInSlot(conn, this.#slots);
-    let r: unknown;
-    try {
-      r = this.#handler(conn);
-    } catch (e) {
-      return this.#settle(conn, e);
-    }
-    // The callbacks run in the connection's task (the context `then` was called in).
-    return Promise.resolve(r).then(this.#returned, this.#threw);
+  #serveOne(conn: Connection): unknown {
+    return this.#slots ? this.#serveInSlot(conn, this.#slots) : this.#handler(conn);
+  }
+
+  /** `#settle` for a task whose body was the handler; the task ends as `#settle` does. */
+  #afterHandler(t: Task<unknown>, r: Result<unknown>): Promise<Result<unknown>> {
+    return this.#settle(t.arg as Connection, r.ok ? RETURNED : r.error).then(
+      () => SETTLED,
+      (error: unknown) => ({ ok: false, error }),
+    );
   }
 
   async #serveInSlot(conn: Connection, slots: Semaphore): Promise<void> {
@@ -446,11 +455,6 @@ export class Server implements AsyncDisposable {
   async [Symbol.asyncDispose](): Promise<void> {
     await this.shutdown();
   }
-}
-
-/** The connection of the connection task running now (its `arg`, see `#spawnOne`). */
-function connOfTask(): Connection {
-  return (current().task as Task<unknown>).arg as Connection;
 }
 
 /** `fn`, bound to the context current now (for `runIn`). */
