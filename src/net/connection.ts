@@ -90,6 +90,23 @@ export interface ConnectionSettings {
 }
 
 const DEFAULT_LINE_MAX = 65536;
+// The bits of Connection#flags.
+const FLOWING = 1;
+const LISTENING = 2;
+const DISCARDING = 4;
+const EOF_SEEN = 8;
+const CLOSED_HERE = 16;
+const CLOSE_EMITTED = 32;
+const IS_CLOSED = 64;
+
+/** A connection's state for closing, made only when it closes or `closed` is asked for. */
+interface Rare {
+  discarded: number;
+  quiet: (() => void) | null;
+  closing: Promise<GracefulCloseResult> | null;
+  closed: Promise<void> | null;
+  resolveClosed: (() => void) | null;
+}
 const DATA = 0;
 const LINE = 1;
 /** Unread bytes at which a connection stops reading from the socket (see guarantee 1). */
@@ -146,13 +163,52 @@ export class Connection implements AsyncDisposable {
   #scanned = 0;
   // Invariant: #flowing === the socket is resumed by us; false whenever #queued >= #pauseAt()
   // after a chunk arrived, outside gracefulClose.
-  #flowing = false;
-  #listening = false;
-  #discarding = false;
-  #discarded = 0;
-  #eof = false;
+  get #flowing(): boolean {
+    return (this.#flags & FLOWING) !== 0;
+  }
+  set #flowing(v: boolean) {
+    this.#flag(FLOWING, v);
+  }
+  get #listening(): boolean {
+    return (this.#flags & LISTENING) !== 0;
+  }
+  set #listening(v: boolean) {
+    this.#flag(LISTENING, v);
+  }
+  get #discarding(): boolean {
+    return (this.#flags & DISCARDING) !== 0;
+  }
+  set #discarding(v: boolean) {
+    this.#flag(DISCARDING, v);
+  }
+  get #eof(): boolean {
+    return (this.#flags & EOF_SEEN) !== 0;
+  }
+  set #eof(v: boolean) {
+    this.#flag(EOF_SEEN, v);
+  }
+  get #closedHere(): boolean {
+    return (this.#flags & CLOSED_HERE) !== 0;
+  }
+  set #closedHere(v: boolean) {
+    this.#flag(CLOSED_HERE, v);
+  }
+  get #closeEmitted(): boolean {
+    return (this.#flags & CLOSE_EMITTED) !== 0;
+  }
+  set #closeEmitted(v: boolean) {
+    this.#flag(CLOSE_EMITTED, v);
+  }
+  // The socket emitted 'close', or was destroyed.
+  get #isClosed(): boolean {
+    return (this.#flags & IS_CLOSED) !== 0;
+  }
+  set #isClosed(v: boolean) {
+    this.#flag(IS_CLOSED, v);
+  }
+  // The booleans above, as bits of one field: every idle connection holds them.
+  #flags = 0;
   #error: Error | null = null;
-  #closedHere = false;
   // The one blocked reader and what it reads (kind, max). It is served on every wake-up (data,
   // 'end', 'error', 'close'). Invariant: #reader is null or pending iff no read is blocked on
   // this connection — an interrupted `read` leaves its settled waiter here (no unregister
@@ -162,21 +218,61 @@ export class Connection implements AsyncDisposable {
   #readerKind = DATA;
   #readerMax = 0;
   #readerWhat = '';
-  // gracefulClose's wait, woken like a reader.
-  #quiet: (() => void) | null = null;
   // The blocked reader's idle limit, and the connection's one idle timer (re-armed lazily, so
   // a read that does not block costs no timer operation).
   #readerIdleAt = Number.POSITIVE_INFINITY;
   #idleTimer: Deadline | null = null;
   #wakeWriters: Set<() => void> | null = null;
-  #closing: Promise<GracefulCloseResult> | null = null;
+  // What only closing (or asking for `closed`) needs, made on first use.
+  #rare: Rare | null = null;
+  // Bytes gracefulClose discarded.
+  get #discarded(): number {
+    return this.#rare === null ? 0 : this.#rare.discarded;
+  }
+  set #discarded(v: number) {
+    this.#r().discarded = v;
+  }
+  // gracefulClose's wait, woken like a reader.
+  get #quiet(): (() => void) | null {
+    return this.#rare === null ? null : this.#rare.quiet;
+  }
+  set #quiet(v: (() => void) | null) {
+    if (v !== null || this.#rare !== null) this.#r().quiet = v;
+  }
+  get #closing(): Promise<GracefulCloseResult> | null {
+    return this.#rare === null ? null : this.#rare.closing;
+  }
+  set #closing(v: Promise<GracefulCloseResult> | null) {
+    if (v !== null || this.#rare !== null) this.#r().closing = v;
+  }
   // `closed`, made on first use: most connections are never asked. Invariant: once
   // #closeEmitted, #closed is null or resolved.
-  #closed: Promise<void> | null = null;
-  #resolveClosed: (() => void) | null = null;
-  #closeEmitted = false;
-  // The socket emitted 'close', or was destroyed.
-  #isClosed = false;
+  get #closed(): Promise<void> | null {
+    return this.#rare === null ? null : this.#rare.closed;
+  }
+  set #closed(v: Promise<void> | null) {
+    if (v !== null || this.#rare !== null) this.#r().closed = v;
+  }
+  get #resolveClosed(): (() => void) | null {
+    return this.#rare === null ? null : this.#rare.resolveClosed;
+  }
+  set #resolveClosed(v: (() => void) | null) {
+    if (v !== null || this.#rare !== null) this.#r().resolveClosed = v;
+  }
+
+  #flag(bit: number, on: boolean): void {
+    this.#flags = on ? this.#flags | bit : this.#flags & ~bit;
+  }
+
+  #r(): Rare {
+    return (this.#rare ??= {
+      discarded: 0,
+      quiet: null,
+      closing: null,
+      closed: null,
+      resolveClosed: null,
+    });
+  }
 
   /** @internal a server creates connections; so can you, from a connected socket. */
   constructor(socket: net.Socket, settings?: ConnectionSettings) {
