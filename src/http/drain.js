@@ -5,11 +5,14 @@
  * budget phases and readiness on top of it.
  *
  * Guarantees, and who keeps them:
- * 1. From drain start every response whose headers are not yet written carries
- *    `Connection: close`, and its connection is closed once that response is sent
- *    (`#startDrain`, `#onRequest`). With `spreadMs`, each connection gets its own moment,
- *    uniformly at random within that window from drain start (or from its accept, if later),
- *    and this holds for it from that moment on; responses before it keep the connection open.
+ * 1. From drain start the newest response of each connection whose headers are not yet
+ *    written carries `Connection: close`, and its connection is closed once that response is
+ *    sent; requests pipelined behind it that have arrived by then are answered first (only the
+ *    last says close). A request that arrives behind a `Connection: close` already sent is
+ *    never passed to the app (`onRequest`, `closeLast`, `enterDrainNow`). With `spreadMs`,
+ *    each connection gets its own moment, uniformly at random within that window from drain
+ *    start (or from its accept, if later), and this holds for it from that moment on;
+ *    responses before it keep the connection open.
  * 2. A connection is never closed while its client may be sending on it: one idle for less
  *    than `minIdleMs` is left until its next response (which carries `Connection: close`) or
  *    until it has been idle that long; a connection that received bytes since its last
@@ -99,6 +102,10 @@ import diagnosticsChannel from 'node:diagnostics_channel';
  * @property {number} upgradedNotified Upgraded connections handed to `onUpgraded`.
  * @property {number} lingerTimeouts Graceful closes that gave up waiting (time or bytes).
  * @property {number} forcedCloses Sockets destroyed at the final deadline.
+ * @property {number} pipelinedDropped Requests that arrived pipelined behind a response that
+ *   had already said `Connection: close` (or on a connection closing gracefully), since
+ *   `attachDrain`: not passed to the app, as RFC 9112 requires; the client sees the connection
+ *   close without their responses and may retry them.
  * @property {boolean} deadlineReached Whether the deadline came before the last socket closed.
  * @property {number} durationMs From `drain()` to the last socket closed.
  */
@@ -167,6 +174,10 @@ class Conn {
      * @type {ReturnType<typeof setTimeout> | null}
      */
     this.spreadTimer = null;
+    /** @type {ServerResponse | null} the response that is to say `Connection: close` (see closeLast) */
+    this.closeRes = null;
+    /** `closeRes.shouldKeepAlive` before the drain set it false */
+    this.closeResKeepAlive = true;
   }
 }
 
@@ -211,6 +222,7 @@ class Drain {
       upgradedNotified: 0,
       lingerTimeouts: 0,
       forcedCloses: 0,
+      pipelinedDropped: 0,
     };
     const drain = this;
     const emit = server.emit;
@@ -221,7 +233,8 @@ class Drain {
         case 'request':
         case 'checkContinue':
         case 'checkExpectation':
-          drain.onRequest(a, b);
+          // A request behind a `Connection: close` already sent is never the app's (guarantee 1).
+          if (!drain.onRequest(a, b)) return false;
           break;
         case 'connection':
           drain.onConnection(a);
@@ -284,14 +297,23 @@ class Drain {
   }
 
   /**
+   * Tracks a request; false when it must not reach the app.
    * @param {IncomingMessage} req
    * @param {ServerResponse} res
+   * @returns {boolean}
    */
   onRequest(req, res) {
     this.requestCount++;
     const socket = req.socket;
     const c =
       /** @type {Conn | undefined} */ (/** @type {any} */ (socket)[kConn]) ?? this.track(socket);
+    if (c.state === 'closing' || (c.inflight > 0 && saidClose(/** @type {any} */ (c.res)))) {
+      // Pipelined behind a response that said `Connection: close` (or on a connection we are
+      // closing): RFC 9112 forbids processing it, and its response could never be sent.
+      // Unanswered, the client retries it on a new connection.
+      this.r.pipelinedDropped++;
+      return false;
+    }
     c.inflight++;
     c.requests++;
     c.res = res;
@@ -300,10 +322,30 @@ class Drain {
       if (c.timer) clearTimeout(c.timer);
       c.timer = null;
     }
-    if (this.draining && c.spreadTimer === null) closeAfter(res);
+    if (this.draining && c.spreadTimer === null) this.closeLast(c, res);
     // on, not once: node emits a response's 'close' once; once would cost every request a
     // wrapper, a bound function and a removeListener.
     res.on('close', onResponseClose);
+    return true;
+  }
+
+  /**
+   * Makes `res`, the newest request of `c`, the one that says `Connection: close`: an older
+   * response that was to say it and has not written its headers keeps the connection open
+   * instead, so requests already pipelined behind it are answered (guarantee 1).
+   * Invariant: c.closeRes is the only response of `c` marked by `closeAfter`, or null.
+   * @param {Conn} c
+   * @param {ServerResponse} res
+   */
+  closeLast(c, res) {
+    const prev = c.closeRes;
+    if (prev !== null && prev !== res && !prev.headersSent) {
+      delete (/** @type {any} */ (prev).writeHead);
+      prev.shouldKeepAlive = c.closeResKeepAlive;
+    }
+    c.closeRes = res;
+    c.closeResKeepAlive = res.shouldKeepAlive;
+    closeAfter(res);
   }
 
   /**
@@ -313,6 +355,7 @@ class Drain {
   onResponseClose(c, res) {
     c.inflight--;
     if (c.res === res) c.res = null;
+    if (c.closeRes === res) c.closeRes = null;
     if (this.draining) {
       if (res.writableFinished) this.r.requestsCompleted++;
       else this.r.requestsAborted++;
@@ -381,7 +424,7 @@ class Drain {
   enterDrainNow(c) {
     switch (c.state) {
       case 'active':
-        if (c.res && !c.res.headersSent) closeAfter(c.res);
+        if (c.res && !c.res.headersSent) this.closeLast(c, c.res);
         break;
       case 'idle':
         this.closeIdle(c);
@@ -636,6 +679,15 @@ function closeAfter(res) {
     if (last !== null && typeof last === 'object') args[args.length - 1] = saysClose(last);
     return writeHead.apply(this, /** @type {any} */ (args));
   };
+}
+
+/**
+ * Whether `res` has written headers that end its connection (node:http's `_last`: a
+ * `Connection: close` it sent, the drain's or the app's).
+ * @param {any} res
+ */
+function saidClose(res) {
+  return res?.headersSent === true && res._last === true;
 }
 
 /**

@@ -16,8 +16,8 @@
  * 3. Cancelling the task that started the server is a graceful shutdown: requests are
  *    shielded from that cancellation and drained with the configured phases (`#run`).
  * 4. `shutdown()` resolves only when every socket and the listener are closed and every
- *    handler has settled — one that ignores its cancellation is let go, and counted, one
- *    cancel grace after its socket is gone (`#stop`).
+ *    handler has settled: handlers still running then are cancelled, and one that ignores its
+ *    cancellation is let go, and counted, one cancel grace later (`#stop`).
  * 5. Readiness and liveness probes (opt-in paths) answer as Kubernetes expects: readiness 503
  *    while not ready (starting, or `setReady(false)`) and from the shutdown request on,
  *    liveness 200 until the server stops (`#probe`).
@@ -545,10 +545,11 @@ export class HttpServer implements AsyncDisposable {
       },
     });
     const d = await drained;
-    // Every socket is closed, so every response is. Handlers still running are cleaning up
-    // after their response: they get one more cancel grace, then the ones that ignore their
-    // cancellation are let go (guarantee 4).
+    // Every socket is closed, so every response is. Handlers still running after their
+    // response are cancelled now (the drain may have ended before its deadline) and get one
+    // more cancel grace; then the ones that ignore their cancellation are let go (guarantee 4).
     if (this.#running > 0) {
+      group.scope.cancel({ kind: 'shutdown', reason: 'server stopped', at: now() });
       await new Promise<void>((resolve) => {
         const d = addDeadline(now() + this.phases.cancelGraceMs, () => {
           this.#idleWaiter = null;

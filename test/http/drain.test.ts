@@ -24,6 +24,45 @@ import { checkLeaks } from '../helpers/leaks.ts';
 
 checkLeaks();
 
+/** For a test whose client would wait forever on a broken drain: it fails at this bound. */
+const bounded = { timeout: 20_000 };
+
+/** GET requests for `paths`, pipelined: one write, as a pipelining client sends them. */
+function pipelined(paths: string[]): string {
+  return paths.map((p) => `GET ${p} HTTP/1.1\r\nHost: x\r\n\r\n`).join('');
+}
+
+/** A raw client connected to `port`. */
+function dialRaw(port: number): Promise<net.Socket> {
+  return new Promise((resolve, reject) => {
+    const s = net.connect({ port, host: '127.0.0.1' });
+    s.once('connect', () => resolve(s));
+    s.once('error', reject);
+  });
+}
+
+/**
+ * What a raw client saw until the connection closed; it answers the server's FIN with its
+ * own, as HTTP clients do, and gives up (destroying its socket) after 10 s.
+ */
+function collectRaw(s: net.Socket): Promise<{ data: string; ended: boolean; error?: string }> {
+  const seen: { data: string; ended: boolean; error?: string } = { data: '', ended: false };
+  s.setEncoding('utf8');
+  s.on('data', (x: string) => (seen.data += x));
+  s.on('end', () => {
+    seen.ended = true;
+    s.end();
+  });
+  s.on('error', (e: Error & { code?: string }) => (seen.error ??= e.code));
+  const giveUp = setTimeout(() => s.destroy(), 10_000);
+  return new Promise((r) =>
+    s.once('close', () => {
+      clearTimeout(giveUp);
+      r(seen);
+    }),
+  );
+}
+
 /** A server whose `/slow?ms=N` answers after N ms and `/` at once ("ok"). */
 function app(req: http.IncomingMessage, res: http.ServerResponse): void {
   const url = new URL(req.url ?? '/', 'http://x');
@@ -251,6 +290,88 @@ describe('drain engine', () => {
     assert.equal(report.closedAfterResponse, 2);
     agent.destroy();
   });
+
+  test(
+    'requests pipelined into a draining connection are all answered, and only the last response says Connection: close',
+    bounded,
+    async () => {
+      const handled: string[] = [];
+      const server = http.createServer((req, res) => {
+        handled.push(req.url ?? '');
+        setTimeout(() => res.end(`ok ${req.url}`), 20);
+      });
+      const d = attachDrain(server);
+      const port = await listenLocal(server);
+      const s = await dialRaw(port);
+      const drained = d.drain({ deadlineMs: 10_000 });
+      const seen = collectRaw(s);
+      s.write(pipelined(['/1', '/2', '/3']));
+      const { data, error } = await seen;
+      const report = await drained;
+      assert.equal(error, undefined);
+      assert.deepEqual(handled, ['/1', '/2', '/3']);
+      assert.deepEqual(data.match(/ok \/\d/g), ['ok /1', 'ok /2', 'ok /3']);
+      assert.deepEqual(data.match(/connection: \S+/gi), [
+        'Connection: keep-alive',
+        'Connection: keep-alive',
+        'Connection: close',
+      ]);
+      assert.equal(report.requestsCompleted, 3);
+      assert.equal(report.pipelinedDropped, 0);
+    },
+  );
+
+  test(
+    'requests in flight on one connection when the drain starts are all answered, the last with Connection: close',
+    bounded,
+    async () => {
+      const server = http.createServer((req, res) => {
+        setTimeout(() => res.end(`ok ${req.url}`), 150);
+      });
+      const d = attachDrain(server);
+      const port = await listenLocal(server);
+      const s = await dialRaw(port);
+      const seen = collectRaw(s);
+      s.write(pipelined(['/1', '/2']));
+      await until(() => d.stats().requests === 2);
+      const report = await d.drain({ deadlineMs: 10_000 });
+      const { data } = await seen;
+      assert.deepEqual(data.match(/ok \/\d/g), ['ok /1', 'ok /2']);
+      assert.deepEqual(data.match(/connection: \S+/gi), [
+        'Connection: keep-alive',
+        'Connection: close',
+      ]);
+      assert.equal(report.requestsCompleted, 2);
+    },
+  );
+
+  test(
+    'a request pipelined behind a Connection: close already sent never reaches the app; the client gets a FIN, not a reset',
+    bounded,
+    async () => {
+      const handled: string[] = [];
+      // Answered synchronously, so /1's Connection: close is written before node:http parses /2.
+      const server = http.createServer((req, res) => {
+        handled.push(req.url ?? '');
+        res.end(`ok ${req.url}`);
+      });
+      const d = attachDrain(server);
+      const port = await listenLocal(server);
+      const s = await dialRaw(port);
+      const drained = d.drain({ deadlineMs: 10_000 });
+      const seen = collectRaw(s);
+      s.write(pipelined(['/1', '/2', '/3']));
+      const { data, error, ended } = await seen;
+      const report = await drained;
+      assert.deepEqual(handled, ['/1']);
+      assert.deepEqual(data.match(/ok \/\d/g), ['ok /1']);
+      assert.match(data, /connection: close/i);
+      assert.equal(error, undefined);
+      assert.equal(ended, true);
+      assert.equal(report.pipelinedDropped, 2);
+      assert.equal(report.forcedCloses, 0);
+    },
+  );
 
   test('options are checked with one-line errors', () => {
     const server = http.createServer(app);

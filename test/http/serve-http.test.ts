@@ -7,7 +7,7 @@ import http from 'node:http';
 import net from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { describe, test } from 'node:test';
+import { afterEach, describe, test } from 'node:test';
 import { currentSignal, run, sleep, spawn } from '../../src/core/index.ts';
 import {
   type HttpServer,
@@ -19,9 +19,28 @@ import { listen } from '../../src/net/index.ts';
 import { delay, get, until } from './helpers.ts';
 import { checkLeaks } from '../helpers/leaks.ts';
 
+const local = { port: 0, host: '127.0.0.1' };
+
+// A test that fails (or is cut at its timeout) must not leave its server running: the file
+// would never end. Every server a test starts is shut down after it, bounded by the
+// cancel grace (the drain deadline is at once).
+const started = new Set<HttpServer>();
+afterEach(async () => {
+  for (const s of started) if (s.state !== 'stopped') await s.shutdown({ drainTimeoutMs: 0 });
+  started.clear();
+});
+
 checkLeaks();
 
-const local = { port: 0, host: '127.0.0.1' };
+/** `serveHttp`, shut down after the test whatever its outcome. */
+async function serve(...args: Parameters<typeof serveHttp>): Promise<HttpServer> {
+  const s = await serveHttp(...args);
+  started.add(s);
+  return s;
+}
+
+/** For a test that would wait forever on a broken server: it fails at this bound instead. */
+const bounded = { timeout: 20_000 };
 
 /** A raw request that the client abandons once the handler has started. */
 async function abandon(port: number, path: string, started: () => boolean): Promise<void> {
@@ -34,7 +53,7 @@ async function abandon(port: number, path: string, started: () => boolean): Prom
 
 describe('serveHttp', () => {
   test('serves on the bound port and shuts down with a report', async () => {
-    const server = await serveHttp((_req, res) => res.end('hello'), local);
+    const server = await serve((_req, res) => res.end('hello'), local);
     assert.equal(typeof server.port, 'number');
     const agent = new http.Agent({ keepAlive: true });
     const r = await get(server.port!, '/', agent);
@@ -46,92 +65,144 @@ describe('serveHttp', () => {
     agent.destroy();
   });
 
-  test('a client that disconnects mid-request aborts the handler’s signal and its finally runs', async () => {
-    let aborted = false;
-    let cleaned = false;
-    let started = false;
-    const server = await serveHttp(async (_req, res) => {
-      started = true;
-      currentSignal().addEventListener('abort', () => (aborted = true));
-      try {
-        await sleep(30_000);
-        res.end('too late');
-      } finally {
-        cleaned = true;
-      }
-    }, local);
-    await abandon(server.port!, '/', () => started);
-    assert.ok(await until(() => cleaned), 'finally ran');
-    assert.equal(aborted, true);
-    const report = await server.shutdown();
-    assert.equal(report.requestsCancelled, 0);
-  });
-
-  test('a task the handler spawned is cancelled with its request when the client goes away', async () => {
-    let childCleaned = false;
-    let started = false;
-    const server = await serveHttp(async (_req, res) => {
-      const child = spawn(async () => {
+  test(
+    'a client that disconnects mid-request aborts the handler’s signal and its finally runs',
+    bounded,
+    async () => {
+      let aborted = false;
+      let cleaned = false;
+      let started = false;
+      const server = await serve(async (_req, res) => {
         started = true;
+        currentSignal().addEventListener('abort', () => (aborted = true));
         try {
           await sleep(30_000);
-        } finally {
-          childCleaned = true;
-        }
-      });
-      await child.result();
-      res.end('never');
-    }, local);
-    await abandon(server.port!, '/', () => started);
-    assert.ok(await until(() => childCleaned), "the child's finally ran");
-    await server.shutdown();
-  });
-
-  test('a handler in a quiesce sleep is cancelled at the drain deadline and cleans up; its client gets a 503', async () => {
-    let cleaned = false;
-    const server = await serveHttp(
-      async (_req, res) => {
-        try {
-          await sleep(60_000);
-          res.end('never');
+          res.end('too late');
         } finally {
           cleaned = true;
         }
-      },
-      local,
-      { cancelGraceMs: 2000 },
-    );
-    const agent = new http.Agent({ keepAlive: true });
-    const r = get(server.port!, '/', agent);
-    await until(() => server.stats().requestsRunning === 1);
-    const report = await server.shutdown({ drainTimeoutMs: 200 });
-    assert.equal(cleaned, true);
-    assert.equal((await r).status, 503);
-    assert.equal(report.requestsCancelled, 1);
-    assert.equal(report.deadlineReached, true);
-    assert.equal(report.forcedCloses, 0, 'the 503 went out within the grace');
-    agent.destroy();
-  });
+      }, local);
+      await abandon(server.port!, '/', () => started);
+      assert.ok(await until(() => cleaned), 'finally ran');
+      assert.equal(aborted, true);
+      const report = await server.shutdown();
+      assert.equal(report.requestsCancelled, 0);
+    },
+  );
 
-  test('a handler that ignores everything does not hold shutdown past deadline + grace', async () => {
-    const server = await serveHttp(() => new Promise(() => {}), local, { cancelGraceMs: 200 });
-    const agent = new http.Agent({ keepAlive: true });
-    const r = get(server.port!, '/', agent).catch((e: Error & { code?: string }) => e.code);
-    await until(() => server.stats().requestsRunning === 1);
-    const t0 = performance.now();
-    const report = await server.shutdown({ drainTimeoutMs: 200 });
-    const took = performance.now() - t0;
-    assert.ok(took < 5000, `took ${took} ms`);
-    assert.equal(await r, 'ECONNRESET');
-    assert.equal(report.forcedCloses, 1);
-    assert.equal(report.handlersAbandoned, 1);
-    assert.equal(server.stats().requestsRunning, 0);
-    agent.destroy();
-  });
+  test(
+    'a task the handler spawned is cancelled with its request when the client goes away',
+    bounded,
+    async () => {
+      let childCleaned = false;
+      let started = false;
+      const server = await serve(async (_req, res) => {
+        const child = spawn(async () => {
+          started = true;
+          try {
+            await sleep(30_000);
+          } finally {
+            childCleaned = true;
+          }
+        });
+        await child.result();
+        res.end('never');
+      }, local);
+      await abandon(server.port!, '/', () => started);
+      assert.ok(await until(() => childCleaned), "the child's finally ran");
+      await server.shutdown();
+    },
+  );
 
-  test('requestTimeoutMs cancels a request task at its deadline', async () => {
+  test(
+    'a handler in a quiesce sleep is cancelled at the drain deadline and cleans up; its client gets a 503',
+    bounded,
+    async () => {
+      let cleaned = false;
+      const server = await serve(
+        async (_req, res) => {
+          try {
+            await sleep(60_000);
+            res.end('never');
+          } finally {
+            cleaned = true;
+          }
+        },
+        local,
+        { cancelGraceMs: 2000 },
+      );
+      const agent = new http.Agent({ keepAlive: true });
+      const r = get(server.port!, '/', agent);
+      await until(() => server.stats().requestsRunning === 1);
+      const report = await server.shutdown({ drainTimeoutMs: 200 });
+      assert.equal(cleaned, true);
+      assert.equal((await r).status, 503);
+      assert.equal(report.requestsCancelled, 1);
+      assert.equal(report.deadlineReached, true);
+      assert.equal(report.forcedCloses, 0, 'the 503 went out within the grace');
+      agent.destroy();
+    },
+  );
+
+  test(
+    'a handler that ignores everything does not hold shutdown past deadline + grace',
+    bounded,
+    async () => {
+      const server = await serve(() => new Promise(() => {}), local, { cancelGraceMs: 200 });
+      const agent = new http.Agent({ keepAlive: true });
+      const r = get(server.port!, '/', agent).catch((e: Error & { code?: string }) => e.code);
+      await until(() => server.stats().requestsRunning === 1);
+      const t0 = performance.now();
+      const report = await server.shutdown({ drainTimeoutMs: 200 });
+      const took = performance.now() - t0;
+      assert.ok(took < 5000, `took ${took} ms`);
+      assert.equal(await r, 'ECONNRESET');
+      assert.equal(report.forcedCloses, 1);
+      assert.equal(report.handlersAbandoned, 1);
+      assert.equal(server.stats().requestsRunning, 0);
+      agent.destroy();
+    },
+  );
+
+  test(
+    'requests a client pipelines into a draining connection are all answered; only the last says Connection: close',
+    bounded,
+    async () => {
+      const server = await serve(async (req, res) => {
+        await sleep(50);
+        res.end(`ok ${req.url}`);
+      }, local);
+      const s = net.connect({ port: server.port!, host: '127.0.0.1' });
+      let data = '';
+      s.setEncoding('utf8');
+      s.on('data', (x: string) => (data += x));
+      s.on('end', () => s.end());
+      const closed = new Promise((r) => s.once('close', r));
+      const send = (paths: string[]) =>
+        s.write(paths.map((p) => `GET ${p} HTTP/1.1\r\nHost: x\r\n\r\n`).join(''));
+      send(['/0']);
+      await until(() => data.includes('ok /0'));
+      const stopped = server.shutdown({ drainTimeoutMs: 5000 });
+      await until(() => server.state === 'draining');
+      send(['/1', '/2', '/3']); // within minIdleMs of /0: the connection is still open
+      const report = await stopped;
+      await closed;
+      assert.deepEqual(data.match(/ok \/\d/g), ['ok /0', 'ok /1', 'ok /2', 'ok /3']);
+      assert.deepEqual(data.match(/connection: \S+/gi), [
+        'Connection: keep-alive',
+        'Connection: keep-alive',
+        'Connection: keep-alive',
+        'Connection: close',
+      ]);
+      assert.equal(report.requestsCompleted, 3);
+      assert.equal(report.pipelinedDropped, 0);
+      assert.equal(report.forcedCloses, 0);
+    },
+  );
+
+  test('requestTimeoutMs cancels a request task at its deadline', bounded, async () => {
     let cause: unknown;
-    const server = await serveHttp(
+    const server = await serve(
       async (_req, res) => {
         try {
           await sleep(30_000);
@@ -152,32 +223,36 @@ describe('serveHttp', () => {
     agent.destroy();
   });
 
-  test('cancelling the task that started the server is a graceful shutdown: the request in flight completes', async () => {
-    let server!: HttpServer;
-    const main = spawn(async () => {
-      server = await serveHttp(async (_req, res) => {
-        await delay(300);
-        res.end('done');
-      }, local);
-      await server.wait();
-    });
-    await until(() => server !== undefined);
-    const agent = new http.Agent({ keepAlive: true });
-    const r = get(server.port!, '/', agent);
-    await until(() => server.stats().requestsRunning === 1);
-    await main.cancel();
-    const got = await r;
-    assert.equal(got.body, 'done');
-    assert.equal(got.connection, 'close');
-    assert.equal(server.state, 'stopped');
-    agent.destroy();
-  });
+  test(
+    'cancelling the task that started the server is a graceful shutdown: the request in flight completes',
+    bounded,
+    async () => {
+      let server!: HttpServer;
+      const main = spawn(async () => {
+        server = await serve(async (_req, res) => {
+          await delay(300);
+          res.end('done');
+        }, local);
+        await server.wait();
+      });
+      await until(() => server !== undefined);
+      const agent = new http.Agent({ keepAlive: true });
+      const r = get(server.port!, '/', agent);
+      await until(() => server.stats().requestsRunning === 1);
+      await main.cancel();
+      const got = await r;
+      assert.equal(got.body, 'done');
+      assert.equal(got.connection, 'close');
+      assert.equal(server.state, 'stopped');
+      agent.destroy();
+    },
+  );
 
   test('run(main) + SIGTERM-style cancellation and await using both drain', async () => {
     let port = 0;
     await run(
       async () => {
-        await using server = await serveHttp((_req, res) => res.end('ok'), local);
+        await using server = await serve((_req, res) => res.end('ok'), local);
         port = server.port!;
         const agent = new http.Agent({ keepAlive: true });
         assert.equal((await get(port, '/', agent)).body, 'ok');
@@ -193,7 +268,7 @@ describe('serveHttp', () => {
 
   test('serves a quiesce/net Listener (so an inherited socket or a unix path works too)', async () => {
     const listener = await listen({ host: '127.0.0.1', port: 0 });
-    const server = await serveHttp((_req, res) => res.end('via listener'), { listener });
+    const server = await serve((_req, res) => res.end('via listener'), { listener });
     const agent = new http.Agent({ keepAlive: true });
     assert.equal((await get(server.port!, '/', agent)).body, 'via listener');
     const report = await server.shutdown();
@@ -206,7 +281,7 @@ describe('serveHttp', () => {
     const dir = mkdtempSync(join(tmpdir(), 'quiesce-http-'));
     try {
       const listener = await listen({ path: join(dir, 'http.sock') });
-      const server = await serveHttp((_req, res) => res.end('via unix'), { listener });
+      const server = await serve((_req, res) => res.end('via unix'), { listener });
       assert.equal(server.port, undefined);
       const agent = new http.Agent({ keepAlive: true });
       const body = await new Promise<string>((resolve, reject) => {
@@ -234,7 +309,7 @@ describe('serveHttp', () => {
       res.end('adopted');
     });
     await new Promise<void>((r) => node.listen(0, '127.0.0.1', r));
-    const server = await serveHttp(null, node);
+    const server = await serve(null, node);
     const agent = new http.Agent({ keepAlive: true });
     assert.equal((await get(server.port!, '/', agent)).body, 'adopted');
     assert.equal(signalSeen, true);
@@ -244,7 +319,7 @@ describe('serveHttp', () => {
   });
 
   test('readiness fails from the shutdown request on while serving goes on; liveness passes until stopped', async () => {
-    const server = await serveHttp((_req, res) => res.end('app'), local, {
+    const server = await serve((_req, res) => res.end('app'), local, {
       readinessPath: '/readyz',
       livenessPath: '/livez',
       propagationMs: 400,
@@ -268,7 +343,7 @@ describe('serveHttp', () => {
   });
 
   test('propagation ends early once new connections stop (propagationQuietMs)', async () => {
-    const server = await serveHttp((_req, res) => res.end('app'), local, {
+    const server = await serve((_req, res) => res.end('app'), local, {
       propagationMs: 20_000,
       propagationQuietMs: 200,
     });
@@ -310,8 +385,8 @@ describe('serveHttp', () => {
     const onWarning = (w: Error & { code?: string }) => warnings.push(w.code ?? '');
     process.on('warning', onWarning);
     try {
-      const a = await serveHttp(() => {}, local, { loadBalancerIdleTimeoutMs: 60_000 });
-      const b = await serveHttp(() => {}, local, {
+      const a = await serve(() => {}, local, { loadBalancerIdleTimeoutMs: 60_000 });
+      const b = await serve(() => {}, local, {
         loadBalancerIdleTimeoutMs: 60_000,
         keepAliveTimeoutMs: 65_000,
       });
@@ -340,7 +415,7 @@ describe('serveHttp', () => {
     );
     const node = http.createServer();
     await assert.rejects(serveHttp(null, node), /must already listen/);
-    const taken = await serveHttp(() => {}, local);
+    const taken = await serve(() => {}, local);
     await assert.rejects(
       serveHttp(() => {}, { port: taken.port!, host: '127.0.0.1' }),
       /cannot listen on 127\.0\.0\.1:\d+: EADDRINUSE \(another process listens there\)/,
@@ -352,7 +427,7 @@ describe('serveHttp', () => {
 describe('serveHttp, long-lived responses', () => {
   test('an SSE stream ends itself on drainSignal, within the drain, and its client sees the last event', async () => {
     let server!: HttpServer;
-    server = await serveHttp((_req, res) => {
+    server = await serve((_req, res) => {
       res.writeHead(200, { 'content-type': 'text/event-stream' });
       const tick = setInterval(() => res.write('data: tick\n\n'), 20);
       server.drainSignal.addEventListener('abort', () => {
