@@ -28,7 +28,7 @@ export {
 export {
   block,
   blockResult,
-  type CancelScope,
+  CancelScope,
   type Ctx,
   current,
   hooks,

@@ -135,6 +135,7 @@ const startChannel = diagnosticsChannel.channel('quiesce.http.drain.start');
 /** `{ server, report }` when a drain ends. */
 const endChannel = diagnosticsChannel.channel('quiesce.http.drain.end');
 const kAttached = Symbol('quiesce.http.drain');
+const kDrain = Symbol('quiesce.http.drain.engine');
 
 /** The "is this a number option" check, with the one-line error a user mistake deserves. */
 function num(/** @type {string} */ name, /** @type {unknown} */ v, /** @type {number} */ dflt) {
@@ -213,6 +214,19 @@ class Drain {
     this.checkDone = null;
     /** @type {NetServer['close'] | null} the server's own close, when `interceptClose` replaced it */
     this.origClose = null;
+    /** @type {((res: ServerResponse) => void) | null} see setAfterResponseClose */
+    this.afterClose = null;
+    const self = this;
+    /**
+     * Every response's one 'close' listener; it finds the connection through
+     * `res.req.socket` (node:http has nulled `res.socket` by now).
+     * @this {ServerResponse}
+     */
+    this.resClose = function () {
+      const c = /** @type {any} */ (this.req.socket)[kConn];
+      if (c) self.onResponseClose(c, this);
+      if (self.afterClose !== null) self.afterClose(this);
+    };
     this.r = {
       requestsCompleted: 0,
       requestsAborted: 0,
@@ -325,7 +339,7 @@ class Drain {
     if (this.draining && c.spreadTimer === null) this.closeLast(c, res);
     // on, not once: node emits a response's 'close' once; once would cost every request a
     // wrapper, a bound function and a removeListener.
-    res.on('close', onResponseClose);
+    res.on('close', this.resClose);
     return true;
   }
 
@@ -638,13 +652,17 @@ class Drain {
 }
 
 /**
- * Through `res.req.socket` rather than a property on the response: node:http has nulled
- * `res.socket` by now, and a property added per response costs every response a new shape.
- * @this {ServerResponse}
+ * Sets what runs after the drain's own bookkeeping when a response of `server` closes, so that
+ * serveHttp's request lives need no `'close'` listener of their own (a second listener costs
+ * every response a listener array, and its clone at each emit). Internal: not exported from
+ * quiesce/http.
+ * @param {NetServer} server a server `attachDrain` was called on
+ * @param {((res: ServerResponse) => void) | null} fn
  */
-function onResponseClose() {
-  const c = /** @type {any} */ (this.req.socket)[kConn];
-  if (c) c.drain.onResponseClose(c, this);
+export function setAfterResponseClose(server, fn) {
+  const d = /** @type {any} */ (server)[kAttached]?.[kDrain];
+  if (!d) throw new TypeError('setAfterResponseClose: attachDrain(server) first');
+  d.afterClose = fn;
 }
 
 /**
@@ -805,5 +823,6 @@ export function attachDrain(server, options) {
     detach: () => d.detach(),
   };
   /** @type {any} */ (server)[kAttached] = handle;
+  /** @type {any} */ (handle)[kDrain] = d;
   return handle;
 }

@@ -36,7 +36,7 @@ import {
 } from '../core/index.ts';
 import {
   addDeadline,
-  type CancelScope,
+  CancelScope,
   type Ctx,
   current,
   type Deadline,
@@ -45,7 +45,13 @@ import {
   runIn,
 } from '../core/internal.ts';
 import type { Listener } from '../net/index.ts';
-import { attachDrain, type DrainHandle, type DrainOptions, type DrainReport } from './drain.js';
+import {
+  attachDrain,
+  type DrainHandle,
+  type DrainOptions,
+  type DrainReport,
+  setAfterResponseClose,
+} from './drain.js';
 import { ShutdownBudgetError } from './errors.ts';
 
 /** What handles a request: a plain `(req, res)` listener, an Express app, Koa's `app.callback()`, … */
@@ -246,6 +252,7 @@ export class HttpServer implements AsyncDisposable {
       lingerMaxBytes: o.lingerMaxBytes,
       onUpgraded: o.onUpgraded,
     });
+    setAfterResponseClose(server, afterResponseClose);
     const probes = o.readinessPath !== undefined || o.livenessPath !== undefined;
     this.#onRequest = probes
       ? (req, res) => {
@@ -361,38 +368,25 @@ export class HttpServer implements AsyncDisposable {
     this.#wakeStop?.();
   }
 
+  /**
+   * Starts a request's life (guarantee 1): a scope of its own, a child of the requests' scope
+   * (so tasks the handler spawns are cancelled with it), open from the request until its
+   * response closes and its handler's promise settles. No async frame: this runs per request.
+   */
   #spawnRequest(req: http.IncomingMessage, res: http.ServerResponse): void {
     this.#running++;
-    // node:http emits a request in the async context its connection was accepted in. A
-    // server listening here was listened (or its sockets handed over) in the requests'
-    // context, so nothing needs switching — the hot path; an adopted server pays a runIn.
-    if (current().scope === this.#groupCtx.scope) this.#begin(req, res);
-    else runIn(this.#groupCtx, beginOne, { server: this, req, res });
+    const g = this.#groupCtx;
+    const life = new RequestLife(this, new CancelScope(g.scope), req, res);
+    const ms = this.#o.requestTimeoutMs;
+    if (ms !== undefined && ms !== Number.POSITIVE_INFINITY) life.setDeadline(now() + ms);
+    // The handler's context: the caller's frame (node:http emits in the context the
+    // connection was accepted in) with the request's scope.
+    runIn({ task: g.task, scope: life.scope, mask: g.mask }, runHandler, life);
   }
 
   /** @internal runs `fn` in the requests' context (listening there makes it the requests'). */
   inRequestContext<T>(fn: () => T): T {
     return runIn(this.#groupCtx, call, fn) as T;
-  }
-
-  /**
-   * @internal starts a request's life (guarantee 1): a scope of its own — a task group's, so
-   * that tasks the handler spawns are cancelled with it — open from the request until its
-   * response closes and its handler's promise settles. No async frame: this runs per request.
-   */
-  begin(req: http.IncomingMessage, res: http.ServerResponse): void {
-    this.#begin(req, res);
-  }
-
-  #begin(req: http.IncomingMessage, res: http.ServerResponse): void {
-    const life = new RequestLife(this, new TaskGroup(REQUEST_GROUP), req, res);
-    const ms = this.#o.requestTimeoutMs;
-    if (ms !== undefined && ms !== Number.POSITIVE_INFINITY) life.setDeadline(now() + ms);
-    runIn(
-      { task: this.#groupCtx.task, scope: life.group.scope, mask: this.#groupCtx.mask },
-      runHandler,
-      life,
-    );
   }
 
   /** @internal calls the handler inside the request's scope. */
@@ -625,15 +619,21 @@ export class HttpServer implements AsyncDisposable {
   }
 }
 
-const REQUEST_GROUP = { name: 'request' };
+const kLife = Symbol('quiesce.http.request');
+
+/** The drain engine's hook at a response's close: its request's life learns of it. */
+function afterResponseClose(res: http.ServerResponse): void {
+  const life = (res as unknown as { [kLife]?: RequestLife })[kLife];
+  if (life !== undefined) life.onClose();
+}
 
 /**
  * One request, from its 'request' event to the end of its scope.
- * Invariant: the scope (group) is closed exactly when closed && (!pending || abandoned).
+ * Invariant: the scope is closed exactly when closed && (!pending || abandoned).
  */
 class RequestLife {
   readonly server: HttpServer;
-  readonly group: TaskGroup;
+  readonly scope: CancelScope;
   readonly req: http.IncomingMessage;
   readonly res: http.ServerResponse;
   pending = false;
@@ -645,23 +645,24 @@ class RequestLife {
 
   constructor(
     server: HttpServer,
-    group: TaskGroup,
+    scope: CancelScope,
     req: http.IncomingMessage,
     res: http.ServerResponse,
   ) {
     this.server = server;
-    this.group = group;
+    this.scope = scope;
     this.req = req;
     this.res = res;
-    // on, not once: node emits a response's 'close' once (and #onClose ignores a repeat), and
-    // once costs every request a wrapper, a bound function and a removeListener.
-    res.on('close', () => this.#onClose());
+    // No 'close' listener of its own: the drain engine's calls afterResponseClose, which
+    // finds the life here. A property per response costs less than a second listener (a
+    // listener array per response, cloned at the emit, and a closure).
+    (res as unknown as { [kLife]: RequestLife })[kLife] = this;
   }
 
   setDeadline(at: number): void {
     this.#deadline = addDeadline(at, () => {
       this.#deadline = null;
-      this.group.scope.cancel({
+      this.scope.cancel({
         kind: 'deadline',
         reason: 'requestTimeoutMs',
         deadline: at,
@@ -670,10 +671,10 @@ class RequestLife {
     });
   }
 
-  #onClose(): void {
+  onClose(): void {
     if (this.closed) return;
     // The client went away before the response ended: cancel the handler.
-    if (!this.res.writableEnded) this.group.scope.cancel(CLIENT_GONE());
+    if (!this.res.writableEnded) this.scope.cancel(CLIENT_GONE());
     this.closed = true;
     if (this.pending) this.server.park(this);
     else this.#end();
@@ -695,7 +696,7 @@ class RequestLife {
   #end(): void {
     if (this.#deadline) removeDeadline(this.#deadline);
     this.#deadline = null;
-    this.group.dispose();
+    this.scope.close();
     this.server.ended(this);
   }
 }
@@ -706,14 +707,6 @@ function CLIENT_GONE(): CancelCause {
 
 function runHandler(life: RequestLife): void {
   life.server.handle(life);
-}
-
-function beginOne(a: {
-  server: HttpServer;
-  req: http.IncomingMessage;
-  res: http.ServerResponse;
-}): void {
-  a.server.begin(a.req, a.res);
 }
 
 function call<T>(fn: () => T): T {
