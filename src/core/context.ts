@@ -544,6 +544,18 @@ export function runIn<A, R>(ctx: Ctx, fn: (a: A) => R, a: A): R {
   ) as R;
 }
 
+/**
+ * `runIn` for many calls that all come from the context current now (a server's requests,
+ * emitted in the context it listened in): the AsyncResource is made once, here, instead of
+ * once per call. Each call's new frame is a copy of the frame current *now*, not of its
+ * caller's, so it is `runIn` only for callers running in this frame.
+ */
+export function runnerIn(): <A, R>(ctx: Ctx, fn: (a: A) => R, a: A) => R {
+  const r = new AsyncResource('quiesce', manualDestroy);
+  return <A, R>(ctx: Ctx, fn: (a: A) => R, a: A): R =>
+    r.runInAsyncScope(enterAndCall, null, ctx, fn, a) as R;
+}
+
 /** Test hook called at every checkpoint (see `quiesce/testing`); null in production. */
 export const hooks: { checkpoint: ((ctx: Ctx, blocking: boolean) => void) | null } = {
   checkpoint: null,

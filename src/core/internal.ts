@@ -10,7 +10,8 @@
  * 2. `pollCancel`/`pendingCancellation`: the check a non-blocking operation makes first; it
  *    raises (or returns) the pending cancellation only where a checkpoint would.
  * 3. Deadlines (`addDeadline`/`removeDeadline`) share one host timer and leave nothing behind.
- * 4. `runIn(ctx, fn, a)` runs `fn` in another context and restores the caller's.
+ * 4. `runIn(ctx, fn, a)` runs `fn` in another context and restores the caller's; so does a
+ *    `runnerIn()` runner, for callers in the frame it was made in.
  * 5. `report` sends a diagnostic to exactly one handler.
  * 6. `inCleanup()` is true exactly while the running code is inside an open cleanup window
  *    (a cancellation was delivered to it and its window has not closed).
@@ -40,6 +41,7 @@ export {
   pollCancel,
   rejectCancelled,
   runIn,
+  runnerIn,
   type TaskLike,
   UNINTERRUPTIBLE,
   UNMASKED,

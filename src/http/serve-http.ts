@@ -43,6 +43,7 @@ import {
   removeDeadline,
   report,
   runIn,
+  runnerIn,
 } from '../core/internal.ts';
 import type { Listener } from '../net/index.ts';
 import {
@@ -229,6 +230,8 @@ export class HttpServer implements AsyncDisposable {
   #abandoned = 0;
   #cancelledAtDeadline = 0;
   readonly #onRequest: (req: http.IncomingMessage, res: http.ServerResponse) => void;
+  // Set for a server that listened here (listenHere): enters a request's context.
+  #enter: (<A, R>(ctx: Ctx, fn: (a: A) => R, a: A) => R) | null = null;
 
   /** @internal use `serveHttp`. */
   constructor(
@@ -381,12 +384,27 @@ export class HttpServer implements AsyncDisposable {
     if (ms !== undefined && ms !== Number.POSITIVE_INFINITY) life.setDeadline(now() + ms);
     // The handler's context: the caller's frame (node:http emits in the context the
     // connection was accepted in) with the request's scope.
-    runIn({ task: g.task, scope: life.scope, mask: g.mask }, runHandler, life);
+    const ctx: Ctx = { task: g.task, scope: life.scope, mask: g.mask };
+    if (this.#enter !== null) this.#enter(ctx, runHandler, life);
+    else runIn(ctx, runHandler, life);
   }
 
   /** @internal runs `fn` in the requests' context (listening there makes it the requests'). */
   inRequestContext<T>(fn: () => T): T {
     return runIn(this.#groupCtx, call, fn) as T;
+  }
+
+  /**
+   * @internal listens in the requests' context, and makes the runner that enters a request
+   * there: a server listening in a frame emits every request in that very frame, so one
+   * AsyncResource serves them all (a server adopted, or fed by a net Listener, emits in
+   * frames of its own and pays a `runIn` per request).
+   */
+  listenHere(listen: () => Promise<void>): Promise<void> {
+    return this.inRequestContext(() => {
+      this.#enter = runnerIn();
+      return listen();
+    });
   }
 
   /** @internal calls the handler inside the request's scope. */
@@ -851,7 +869,7 @@ export async function serveHttp(
   s.start();
   if (listen) {
     try {
-      await s.inRequestContext(listen);
+      await s.listenHere(listen);
     } catch (e) {
       await s.shutdown({ drainTimeoutMs: 0 }).catch(() => {});
       throw e;
