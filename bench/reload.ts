@@ -18,11 +18,16 @@
  * connection per request). Every request is classified as wrk counts it — ok (2xx), non-2xx,
  * connect, read, write, timeout (2 s) — and timed. 10 reloads (3 with --quick), evenly spread
  * after a 3 s warm-up. A request overlapping a reload (from its trigger until the system
- * reports it done, plus 250 ms) counts as "during reloads", every other one after warm-up as
+ * reports it done — or, if its old workers are still draining then, until they have exited:
+ * quiesce reports done when the new generation serves — plus 250 ms) counts as "during
+ * reloads", every other one after warm-up as
  * "steady". Printed per system: failures by kind, p50/p99/max steady vs during reloads, the
- * p99 ratio, the longest gap without a 2xx answer, how long one reload took. Drawn: requests/s
+ * p99 ratio, the longest gap without a 2xx answer, how long one reload took (to "done", and
+ * to the old workers gone). Drawn: requests/s
  * and errors per 100 ms, reload moments marked, into docs/benchmarks/reload-keepalive-*.svg
  * (with --quick into the temporary directory, whose path is printed).
+ *
+ * --drain-spread DUR: passed to `quiesce run` (default: quiesce's own), to compare settings.
  *
  * --trace PREFIX: also writes PREFIX-<system>-<on|off>.json per run: the reload marks, every
  * request (start, latency, kind, answering pid, first on its socket) and, for quiesce, the
@@ -52,6 +57,7 @@ const quick = flag('--quick') || process.env.BENCH_QUICK === '1';
 const chaos = flag('--chaos');
 const only = value('--only');
 const trace = value('--trace');
+const drainSpread = value('--drain-spread');
 const modes =
   value('--keep-alive') === 'on'
     ? [true]
@@ -160,11 +166,15 @@ async function waitServing(port: number): Promise<void> {
   throw new Error(`nothing serves on ${port}`);
 }
 
-/** A system under test. `reload` resolves when the system says the reload is done. */
+/**
+ * A system under test. `reload` resolves when the system says the reload is done; `handedOver`,
+ * for a system that says so before its old workers are gone, when they are (its wall time).
+ */
 interface System {
   readonly name: string;
   start(dir: string): Promise<number>;
   reload(): Promise<{ ok: boolean }>;
+  handedOver?(): Promise<number>;
   pids(): Promise<number[]>;
   stop(): Promise<void>;
 }
@@ -173,6 +183,8 @@ interface System {
 let logs: ReturnType<typeof watch> | null = null;
 function quiesceSystem(crashFile: string): System {
   let sup: ChildProcess | null = null;
+  let out: ReturnType<typeof watch> | null = null;
+  let drained: Promise<number> | null = null;
   let control = '';
   return {
     name: 'quiesce',
@@ -189,6 +201,7 @@ function quiesceSystem(crashFile: string): System {
           '2',
           '--control',
           control,
+          ...(drainSpread === null ? [] : ['--drain-spread', drainSpread]),
           '--',
         ].concat(['node', MAYBE_CRASH]),
         {
@@ -196,15 +209,23 @@ function quiesceSystem(crashFile: string): System {
           env: { ...process.env, APP: UNMODIFIED, CRASH_FILE: crashFile, PORT: '8080' },
         },
       );
-      const out = watch(sup);
+      out = watch(sup);
       logs = out;
       const m = await out.wait(/listening on 127\.0\.0\.1:(\d+)/);
       await out.wait(/generation 1 serving/);
       return Number(m[1]);
     },
     async reload() {
+      const from = out!.text().length;
       const r = await controlRequest(control, { op: 'reload' });
+      // "Done" is the new generation serving; the old one drains after that.
+      drained = r.ok
+        ? out!.wait(/generation \d+ drained after/, 30_000, from).then(wall, () => Number.NaN)
+        : null;
       return { ok: r.ok };
+    },
+    async handedOver() {
+      return (await drained) ?? Number.NaN;
     },
     async pids() {
       const r = (await controlRequest(control, { op: 'status' })) as {
@@ -330,6 +351,8 @@ interface Mark {
   readonly action: Action;
   readonly a: number;
   readonly b: number;
+  /** The end of the hand-over: `b`, or later when the old workers outlive it. */
+  readonly z: number;
   readonly ok: boolean;
 }
 
@@ -408,7 +431,9 @@ async function measure(system: System, dir: string, keepAlive: boolean): Promise
       if (wall() < due) await sleep(due - wall());
       const a = wall();
       const ok = await act(system, actions[i], crashFile);
-      marks.push({ action: actions[i], a, b: wall(), ok });
+      const b = wall();
+      const over = actions[i] === 'reload' && ok ? await system.handedOver?.() : undefined;
+      marks.push({ action: actions[i], a, b, z: Math.max(b, over || b), ok });
     }
     await done;
     const r = JSON.parse(json) as Omit<Measured, 'name' | 'keepAlive' | 't0' | 'marks'>;
@@ -438,6 +463,8 @@ interface Row {
   during: number[];
   gapMs: number;
   reloadMs: number;
+  /** Trigger to the end of the hand-over (old workers gone). */
+  handMs: number;
   buckets: { ok: number[]; err: number[] };
 }
 
@@ -449,7 +476,7 @@ function analyse(m: Measured): Row {
   const okEnds: number[] = [];
   const n = Math.ceil(DURATION_MS / BUCKET_MS) + 20;
   const buckets = { ok: new Array<number>(n).fill(0), err: new Array<number>(n).fill(0) };
-  const windows = m.marks.map((k) => [k.a, k.b + TAIL_MS]);
+  const windows = m.marks.map((k) => [k.a, k.z + TAIL_MS]);
   for (let i = 0; i < m.starts.length; i++) {
     const start = m.starts[i];
     const endAt = start + m.lats[i];
@@ -481,6 +508,10 @@ function analyse(m: Measured): Row {
     during,
     gapMs,
     reloadMs: pct(took, 50),
+    handMs: pct(
+      m.marks.filter((k) => k.action === 'reload').map((k) => k.z - k.a),
+      50,
+    ),
     buckets,
   };
 }
@@ -500,6 +531,7 @@ function table(rows: Row[]): string {
     'p99 ratio',
     'longest gap',
     'reload took',
+    'old gone',
   ];
   const body = rows.map((r) => [
     r.m.name,
@@ -511,6 +543,7 @@ function table(rows: Row[]): string {
     `${(pct(r.during, 99) / pct(r.steady, 99)).toFixed(2)}×`,
     `${Math.round(r.gapMs)} ms`,
     Number.isNaN(r.reloadMs) ? '-' : `${Math.round(r.reloadMs)} ms`,
+    Number.isNaN(r.handMs) ? '-' : `${Math.round(r.handMs)} ms`,
   ]);
   const all = [head, ...body];
   const w = head.map((_, c) => Math.max(...all.map((r) => r[c].length)));

@@ -61,6 +61,8 @@ export interface Member {
 export class Generation {
   readonly id: number;
   state: GenerationState = 'starting';
+  /** When a reload retired it (library clock), for the "drained" log line. */
+  drainingSince: number | null = null;
   readonly slots: Slot[];
   readonly members = new Set<Member>();
   constructor(id: number, workers: number) {
@@ -194,7 +196,10 @@ export class Generations {
   }
 
   #retire(gen: Generation, reason: string, keepState = false): void {
-    if (!keepState) gen.state = 'draining';
+    if (!keepState) {
+      gen.state = 'draining';
+      gen.drainingSince = now();
+    }
     for (const m of gen.members) m.retire(reason);
     if (gen.members.size === 0) this.all.delete(gen);
   }
@@ -249,7 +254,14 @@ export class Generations {
       if (m.proc.exit && m.proc.pid !== undefined) this.#host.watchdog?.remove(m.proc.pid);
       this.live.delete(m);
       m.gen.members.delete(m);
-      if (m.gen.members.size === 0 && m.gen !== this.current) this.all.delete(m.gen);
+      if (m.gen.members.size === 0 && m.gen !== this.current) {
+        this.all.delete(m.gen);
+        // When the hand-over is over: the moment to measure a reload's cost up to.
+        if (m.gen.drainingSince !== null && !this.#host.stopping()) {
+          const ms = Math.round(now() - m.gen.drainingSince);
+          this.#host.settings.log(`generation ${m.gen.id} drained after ${ms} ms`);
+        }
+      }
     }
     // A stop that arrived during the shielded drain ends the keeper here, as a cancellation.
     await checkpoint();

@@ -91,6 +91,8 @@ test(`a reload with --drain-spread ${SPREAD_MS}ms hands the old generation's kee
     await load.stop();
   }
   assert.deepEqual(load.failed, []);
+  // The end of the hand-over is logged (the reload bench measures up to it).
+  assert.match(sup.stderr(), /generation 1 drained after \d+ ms/);
   const closes = load.answers.filter((a) => a.close && old.includes(a.pid)).map((a) => a.at);
   assert.ok(closes.length >= CONNECTIONS / 2, `only ${closes.length} Connection: close answers`);
   const first = Math.min(...closes);
