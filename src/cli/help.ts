@@ -48,8 +48,7 @@ Options:
       --drain-timeout DUR      how long a draining worker (its process group) may take before
                                SIGKILL (default ${showDuration(D.drainTimeoutMs)})
       --drain-spread DUR       Node workers: hand busy keep-alive connections over to the new
-                               generation over this window rather than all at once (default ${showDuration(D.drainSpreadMs)};
-                               0: at once)
+                               generation over this window rather than all at once (default ${D.drainSpreadMs === 0 ? 'none: at once' : showDuration(D.drainSpreadMs)})
       --drain-signal SIG       the signal that asks a worker to drain (default ${D.drainSignal})
       --shutdown-delay DUR     on SIGTERM/stop, keep serving this long with readiness failing
                                (quiesce status --ready exits 1) before the drain: the time a

@@ -33,7 +33,8 @@ export interface SupervisorOptions {
    * connections over (each gets `Connection: close` at its first response after a moment of
    * its own within the window), so that after a reload the clients reconnect to the new,
    * still cold workers a few at a time rather than all at once. At most the drain deadline;
-   * 0 closes them at once.
+   * 0 (the default) closes them at once. In the reload benchmark it made no measurable
+   * difference to latency (docs/benchmarks/reload.md), so it is off unless asked for.
    */
   drainSpreadMs?: number;
   /**
@@ -104,7 +105,7 @@ export const supervisorDefaults = Object.freeze({
   workers: 1,
   readyTimeoutMs: 30_000,
   drainTimeoutMs: 30_000,
-  drainSpreadMs: 500,
+  drainSpreadMs: 0,
   shutdownDelayMs: 0,
   preload: true,
   drainSignal: 'SIGTERM' as NodeJS.Signals,
