@@ -27,7 +27,8 @@
  * and errors per 100 ms, reload moments marked, into docs/benchmarks/reload-keepalive-*.svg
  * (with --quick into the temporary directory, whose path is printed).
  *
- * --drain-spread DUR: passed to `quiesce run` (default: quiesce's own), to compare settings.
+ * --drain-spread DUR, --warm-up PATH[:N]: passed to `quiesce run` (default: quiesce's own), to
+ * compare settings.
  *
  * --trace PREFIX: also writes PREFIX-<system>-<on|off>.json per run: the reload marks, every
  * request (start, latency, kind, answering pid, first on its socket) and, for quiesce, the
@@ -58,6 +59,7 @@ const chaos = flag('--chaos');
 const only = value('--only');
 const trace = value('--trace');
 const drainSpread = value('--drain-spread');
+const warmUp = value('--warm-up');
 const modes =
   value('--keep-alive') === 'on'
     ? [true]
@@ -202,6 +204,7 @@ function quiesceSystem(crashFile: string): System {
           '--control',
           control,
           ...(drainSpread === null ? [] : ['--drain-spread', drainSpread]),
+          ...(warmUp === null ? [] : ['--warm-up', warmUp]),
           '--',
         ].concat(['node', MAYBE_CRASH]),
         {

@@ -72,6 +72,7 @@ const RUN_OPTS: OptSpec[] = [
   { long: 'ready-timeout', value: true },
   { long: 'drain-timeout', value: true },
   { long: 'drain-spread', value: true },
+  { long: 'warm-up', value: true },
   { long: 'shutdown-delay', value: true },
   { long: 'assume-ready-after', value: true },
   { long: 'ready-on-listen', value: false },
@@ -302,6 +303,7 @@ function parseRun(argv: readonly string[]): Command {
   set('readyTimeoutMs', dur('ready-timeout', 1));
   set('drainTimeoutMs', dur('drain-timeout'));
   set('drainSpreadMs', dur('drain-spread'));
+  set('warmUp', last(p, 'warm-up'));
   set('shutdownDelayMs', dur('shutdown-delay'));
   set('assumeReadyAfterMs', dur('assume-ready-after'));
   set('maxRestarts', count('max-restarts', 0, MAX_RESTARTS));

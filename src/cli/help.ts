@@ -49,6 +49,9 @@ Options:
                                SIGKILL (default ${showDuration(D.drainTimeoutMs)})
       --drain-spread DUR       Node workers: hand busy keep-alive connections over to the new
                                generation over this window rather than all at once (default ${D.drainSpreadMs === 0 ? 'none: at once' : showDuration(D.drainSpreadMs)})
+      --warm-up PATH[:N]       Node workers: before a new worker's HTTP server takes real
+                               connections, it answers N GET PATH requests of its own
+                               (default N 200; runs the app's code, so opt-in)
       --drain-signal SIG       the signal that asks a worker to drain (default ${D.drainSignal})
       --shutdown-delay DUR     on SIGTERM/stop, keep serving this long with readiness failing
                                (quiesce status --ready exits 1) before the drain: the time a

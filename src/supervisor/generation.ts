@@ -222,6 +222,7 @@ export class Generations {
       drainSignal: o.drainSignal,
       drainTimeoutMs: o.drainTimeoutMs,
       drainSpreadMs: o.drainSpreadMs,
+      warmUp: o.warmUp,
     });
     if (proc.pid !== undefined) h.watchdog?.add(proc.pid);
     const m: Member = {

@@ -38,6 +38,15 @@ export interface SupervisorOptions {
    */
   drainSpreadMs?: number;
   /**
+   * Preloaded Node workers: `PATH` or `PATH:N` (N from 1 to 100,000, default 200). Before a
+   * new worker's HTTP server takes a real connection, it answers N `GET PATH` requests sent
+   * from inside the worker over private loopback connections (header `x-quiesce-warm-up: 1`),
+   * so that the first real requests after a reload do not pay for its cold start. Opt-in: the
+   * requests run the app's own code. The server listens (and the worker reports ready) after
+   * the N answers, the first request without one, or 10 s.
+   */
+  warmUp?: string;
+  /**
    * On stop, how long the workers keep serving, with readiness failing (status `stopping`,
    * `quiesce status --ready` exits 1), before they drain: the time a load balancer or
    * Kubernetes needs to stop sending new connections. Stop takes up to this plus
@@ -125,6 +134,7 @@ export interface Settings {
   readyTimeoutMs: number;
   drainTimeoutMs: number;
   drainSpreadMs: number;
+  warmUp: string | undefined;
   shutdownDelayMs: number;
   assumeReadyAfterMs: number | undefined;
   nodePreload: string | undefined;
@@ -185,6 +195,11 @@ export function normalize(o: SupervisorOptions): Settings {
         `the ${MAX_UNIX_PATH} a unix socket allows (pick a shorter path)`,
     );
   }
+  if (o.warmUp !== undefined && !validWarmUp(o.warmUp)) {
+    throw new ArgumentError(
+      `warmUp must be PATH or PATH:N (PATH from "/", N from 1 to ${MAX_WARM_UP}), got ${JSON.stringify(o.warmUp)}`,
+    );
+  }
   if (o.compileCache === '') throw new ArgumentError('compileCache must be a path or false');
   return {
     command: o.command,
@@ -195,6 +210,7 @@ export function normalize(o: SupervisorOptions): Settings {
     readyTimeoutMs: ms('readyTimeoutMs', o.readyTimeoutMs, d.readyTimeoutMs, 1),
     drainTimeoutMs: ms('drainTimeoutMs', o.drainTimeoutMs, d.drainTimeoutMs),
     drainSpreadMs: ms('drainSpreadMs', o.drainSpreadMs, d.drainSpreadMs),
+    warmUp: o.warmUp,
     shutdownDelayMs: ms('shutdownDelayMs', o.shutdownDelayMs, d.shutdownDelayMs),
     assumeReadyAfterMs:
       o.assumeReadyAfterMs === undefined
@@ -233,4 +249,13 @@ export function readyHint(o: Settings, how: 'silent' | 'exited'): string {
     ` (${keep}${say} by writing READY=1 to the descriptor in $QUIESCE_READY_FD: ` +
     'notifyReady() in Node, or leave out --no-preload for an unmodified Node server)'
   );
+}
+
+/** The largest N of `warmUp`'s `PATH:N`. */
+export const MAX_WARM_UP = 100_000;
+
+/** True for `PATH` or `PATH:N` as the preload reads `QUIESCE_WARM_UP` (warm-up.js). */
+function validWarmUp(v: string): boolean {
+  const m = /^(\/[^\s:]*)(?::(\d{1,6}))?$/.exec(v);
+  return m !== null && (m[2] === undefined || (Number(m[2]) >= 1 && Number(m[2]) <= MAX_WARM_UP));
 }

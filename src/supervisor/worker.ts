@@ -92,6 +92,8 @@ export interface WorkerSpec {
   readonly drainTimeoutMs?: number;
   /** The preload's `QUIESCE_DRAIN_SPREAD_MS`: over how long a drain hands keep-alive connections over. */
   readonly drainSpreadMs?: number;
+  /** The preload's `QUIESCE_WARM_UP`: what a new worker answers before it listens. */
+  readonly warmUp?: string;
 }
 
 // How often a group whose leader has ended is looked at again.
@@ -139,6 +141,7 @@ const PRIVATE_ENV = [
   'QUIESCE_DRAIN_TIMEOUT_MS',
   'QUIESCE_DRAIN_SIGNAL',
   'QUIESCE_DRAIN_SPREAD_MS',
+  'QUIESCE_WARM_UP',
 ];
 const EXEC_WRAPPER = 'export LISTEN_PID=$$; exec "$@"';
 const MAX_LINE = 4096;
@@ -200,6 +203,7 @@ export class WorkerProcess {
       }
       if (spec.drainSignal) env.QUIESCE_DRAIN_SIGNAL = spec.drainSignal;
       if (spec.drainSpreadMs) env.QUIESCE_DRAIN_SPREAD_MS = String(spec.drainSpreadMs);
+      if (spec.warmUp) env.QUIESCE_WARM_UP = spec.warmUp;
     }
     let child: ChildProcess | null = null;
     try {

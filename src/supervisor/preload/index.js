@@ -21,6 +21,8 @@
  *    (`QUIESCE_DRAIN_SIGNAL`, default SIGTERM) the servers drain within the budget and the
  *    process exits — unless the app handles that signal itself: then its handler runs, and
  *    the drain applies when it calls `server.close()`.
+ * 6. With `QUIESCE_WARM_UP` (`--warm-up`), a node:http server answers that many requests of
+ *    its own before it listens on an inherited socket (warm-up.js); without it, nothing waits.
  */
 import { isMainThread } from 'node:worker_threads';
 import { inheritedSockets } from './sockets.js';

@@ -3,10 +3,12 @@
  * guarantees): listen mapping, readiness, handing on, drain.
  */
 import { closeSync, fstatSync, writeSync } from 'node:fs';
+import * as http from 'node:http';
 import * as net from 'node:net';
 import { passOnToChildren } from './pass-on.js';
 import { LISTEN_ENV, listenRequest, matchListen } from './sockets.js';
 import { shutdownOnSignal, trackServer } from './shutdown.js';
+import { warmUp, warmUpSpec } from './warm-up.js';
 
 /**
  * Maps listens onto the inherited sockets, reports readiness, hands the sockets on while
@@ -17,6 +19,7 @@ export function install(sockets) {
   const ready = readyChannel(process.env.QUIESCE_READY_FD);
   let listening = false;
   const waiting = new Set(sockets);
+  const warm = warmUpSpec(process.env);
   passOnToChildren(sockets, ready?.fd ?? null, () => !listening);
   if (consecutiveFromThree(sockets)) process.env.LISTEN_PID = String(process.pid);
 
@@ -37,7 +40,17 @@ export function install(sockets) {
       waiting.delete(sock);
       if (waiting.size === 0) ready?.say();
     });
-    return listen.apply(this, /** @type {any} */ (onDescriptor(args, sock.fd)));
+    const real = /** @type {any} */ (onDescriptor(args, sock.fd));
+    // Plain HTTP only: the warm-up speaks HTTP/1.1 in clear (an https server listens at once).
+    if (warm === null || !(this instanceof http.Server)) {
+      return listen.apply(this, real);
+    }
+    // After the app's synchronous set-up (routes added right after listen() count), and
+    // before the first real connection (warm-up.js).
+    setImmediate(() =>
+      warmUp(this, warm, /** @type {any} */ (listen)).then(() => listen.apply(this, real)),
+    );
+    return this;
   }
   net.Server.prototype.listen = /** @type {any} */ (quiesceListen);
 }
