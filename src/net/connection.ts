@@ -107,8 +107,14 @@ interface Rare {
   closed: Promise<void> | null;
   resolveClosed: (() => void) | null;
 }
+// What a blocked reader reads: bit 0 is the kind (data or line), bit 1 says it came from an
+// event (`readEvent`, `lineEvent`); the error messages name the call from these.
 const DATA = 0;
 const LINE = 1;
+const DATA_EVENT = 2;
+const LINE_EVENT = 3;
+/** `#readerMax` and `#readerIdleAt` for "no limit": a small integer keeps the field unboxed. */
+const NONE = -1;
 /** Unread bytes at which a connection stops reading from the socket (see guarantee 1). */
 const PAUSE_AT = 65536;
 const RESOLVED: Promise<void> = Promise.resolve();
@@ -155,9 +161,10 @@ export class Connection implements AsyncDisposable {
   readonly id: number;
   readonly #idleMs: number;
   readonly #drain: DrainFlag;
-  // Bytes received and not yet returned to a reader, in order.
+  // Bytes received and not yet returned to a reader, in order; null until the first bytes
+  // arrive (an idle connection holds no array).
   // Invariant: #queued === sum of #chunks[i].length, and no chunk is empty.
-  #chunks: Buffer[] = [];
+  #chunks: Buffer[] | null = null;
   #queued = 0;
   // readLine: the first #scanned unread bytes hold no '\n'.
   #scanned = 0;
@@ -209,7 +216,7 @@ export class Connection implements AsyncDisposable {
   // The booleans above, as bits of one field: every idle connection holds them.
   #flags = 0;
   #error: Error | null = null;
-  // The one blocked reader and what it reads (kind, max). It is served on every wake-up (data,
+  // The one blocked reader and what it reads (kind, max: NONE for none). It is served on every wake-up (data,
   // 'end', 'error', 'close'). Invariant: #reader is null or pending iff no read is blocked on
   // this connection — an interrupted `read` leaves its settled waiter here (no unregister
   // closure per connection), and `#blocked()` clears it on the next look. Fields, not
@@ -217,10 +224,10 @@ export class Connection implements AsyncDisposable {
   #reader: Waiter<any> | null = null;
   #readerKind = DATA;
   #readerMax = 0;
-  #readerWhat = '';
-  // The blocked reader's idle limit, and the connection's one idle timer (re-armed lazily, so
-  // a read that does not block costs no timer operation).
-  #readerIdleAt = Number.POSITIVE_INFINITY;
+  // The blocked reader's idle limit (NONE: none), and the connection's one idle timer
+  // (re-armed lazily, so a read that does not block costs no timer operation). Whole numbers
+  // (see #idleAt), so neither field is a boxed double on every idle connection.
+  #readerIdleAt = NONE;
   #idleTimer: Deadline | null = null;
   #wakeWriters: Set<() => void> | null = null;
   // What only closing (or asking for `closed`) needs, made on first use.
@@ -362,14 +369,15 @@ export class Connection implements AsyncDisposable {
 
   #wake(): void {
     const w = this.#blocked();
-    if (w !== null && this.#readerKind === DATA && this.#queued > 0 && !this.#closedHere) {
+    if (w !== null && (this.#readerKind & 1) === DATA && this.#queued > 0 && !this.#closedHere) {
       // A data read with bytes to hand over (every request of a request/response loop):
       // #pollData's first branch, without its result object.
       this.#reader = null;
-      const b = this.#take(this.#readerMax);
+      const b = this.#take(this.#max());
       if (!w.commit(b)) this.#unread(b);
     } else if (w !== null) {
-      const r = this.#poll(this.#readerKind, this.#readerMax, this.#readerWhat);
+      const k = this.#readerKind;
+      const r = this.#poll(k & 1, this.#max(), k === DATA_EVENT ? 'readEvent' : 'read');
       if (r === undefined) return; // nothing for it after all: it keeps waiting
       this.#reader = null;
       if (r instanceof Error) w.fail(r);
@@ -405,7 +413,7 @@ export class Connection implements AsyncDisposable {
     if (this.#discarding) {
       this.#discarded += chunk.length;
     } else if (chunk.length > 0) {
-      this.#chunks.push(chunk);
+      (this.#chunks ??= []).push(chunk);
       this.#queued += chunk.length;
     }
     this.#wake();
@@ -422,23 +430,31 @@ export class Connection implements AsyncDisposable {
    * it waiting for bytes that never come (and the poll that resumes the socket already ran).
    */
   #pauseAt(): number {
-    return this.#blocked() !== null && this.#readerKind === LINE && this.#readerMax >= PAUSE_AT
-      ? this.#readerMax + 1
+    return this.#blocked() !== null && (this.#readerKind & 1) === LINE && this.#max() >= PAUSE_AT
+      ? this.#max() + 1
       : PAUSE_AT;
   }
 
+  /** The blocked reader's `maxBytes`. */
+  #max(): number {
+    const m = this.#readerMax;
+    return m === NONE ? Number.POSITIVE_INFINITY : m;
+  }
+
+  /** Takes up to `max` queued bytes; only called while some are queued. */
   #take(max: number): Buffer {
+    const cs = this.#chunks!;
     // Hand over everything waiting in one buffer: one bigger write beats several small ones.
-    const c =
-      this.#chunks.length > 1 && max > this.#chunks[0].length ? this.#merged()! : this.#chunks[0];
+    const c = cs.length > 1 && max > cs[0].length ? this.#merged()! : cs[0];
     if (c.length <= max) {
-      if (this.#chunks.length === 1) this.#chunks.pop();
-      else this.#chunks.shift();
+      const chunks = this.#chunks!;
+      if (chunks.length === 1) chunks.pop();
+      else chunks.shift();
       this.#queued -= c.length;
       this.#scanned = Math.max(0, this.#scanned - c.length);
       return c;
     }
-    this.#chunks[0] = c.subarray(max);
+    this.#chunks![0] = c.subarray(max);
     this.#queued -= max;
     this.#scanned = Math.max(0, this.#scanned - max);
     return c.subarray(0, max);
@@ -447,14 +463,14 @@ export class Connection implements AsyncDisposable {
   /** The queued bytes as one buffer (merging chunks), or null if none. */
   #merged(): Buffer | null {
     const cs = this.#chunks;
-    if (cs.length === 0) return null;
+    if (cs === null || cs.length === 0) return null;
     if (cs.length > 1) this.#chunks = [Buffer.concat(cs, this.#queued)];
-    return this.#chunks[0];
+    return this.#chunks![0];
   }
 
   /** Puts bytes a reader was handed but could not take back in front (commit refused). */
   #unread(raw: Buffer): void {
-    this.#chunks.unshift(raw);
+    (this.#chunks ??= []).unshift(raw);
     this.#queued += raw.length;
     this.#scanned = 0;
   }
@@ -472,10 +488,14 @@ export class Connection implements AsyncDisposable {
     return null;
   }
 
+  /**
+   * When a blocking call made now gives up: whole milliseconds, rounded up (it never gives up
+   * early), so the stored limit is a small integer rather than a boxed double.
+   */
   #idleAt(): number {
     return this.#idleMs === Number.POSITIVE_INFINITY
       ? Number.POSITIVE_INFINITY
-      : now() + this.#idleMs;
+      : Math.ceil(now() + this.#idleMs);
   }
 
   #poll(kind: number, max: number, what: string): Polled<any> {
@@ -527,7 +547,7 @@ export class Connection implements AsyncDisposable {
   #findLineEnd(): number {
     const from = this.#scanned;
     let offset = 0;
-    for (const c of this.#chunks) {
+    for (const c of this.#chunks ?? []) {
       if (offset + c.length > from) {
         const i = c.indexOf(10, from > offset ? from - offset : 0);
         if (i >= 0) return offset + i;
@@ -543,6 +563,7 @@ export class Connection implements AsyncDisposable {
     const w = this.#blocked();
     if (w === null) return; // nobody is waiting: no timer until someone is
     const at = this.#readerIdleAt;
+    if (at === NONE) return;
     if (now() >= at) {
       this.#reader = null;
       w.fail(new IdleTimeoutError(this.#idleMs));
@@ -557,24 +578,25 @@ export class Connection implements AsyncDisposable {
    * waiter was aborted meanwhile), the bytes go back in front — no byte lost (guarantee 2).
    * Returns an unregister that clears `w` only (the `SelectEvent` contract: harmless late).
    */
-  #register(w: Waiter<any>, kind: number, max: number, what: string, idleAt: number): () => void {
-    if (!this.#enqueue(w, kind, max, what, idleAt)) return noop;
+  #register(w: Waiter<any>, kind: number, max: number, idleAt: number): () => void {
+    if (!this.#enqueue(w, kind, max, idleAt)) return noop;
     return () => {
       if (this.#reader === w) this.#reader = null;
     };
   }
 
-  /** Makes `w` the blocked reader (see #reader), or fails it if another one waits. */
-  #enqueue(w: Waiter<any>, kind: number, max: number, what: string, idleAt: number): boolean {
+  /**
+   * Makes `w` the blocked reader (see #reader), or fails it if another one waits. `kind` is one
+   * of DATA, LINE, DATA_EVENT, LINE_EVENT.
+   */
+  #enqueue(w: Waiter<any>, kind: number, max: number, idleAt: number): boolean {
     if (this.#blocked() !== null) {
       w.fail(new ConcurrentReadError());
       return false;
     }
     this.#reader = w;
     this.#readerKind = kind;
-    this.#readerMax = max;
-    this.#readerWhat = what;
-    this.#readerIdleAt = idleAt;
+    this.#setReader(kind, max, idleAt);
     if (idleAt !== Number.POSITIVE_INFINITY) {
       const t = this.#idleTimer;
       if (t === null || t.at > idleAt) {
@@ -590,15 +612,18 @@ export class Connection implements AsyncDisposable {
    * Blocks in `read`/`readLine` until served. Called only while no reader waits (#readOp
    * checks), so the reader fields can carry the arguments to `registerNext`.
    */
-  #blockRead<T>(kind: number, max: number, what: string, idleAt: number): Promise<T> {
-    this.#readerKind = kind;
-    this.#readerMax = max;
-    this.#readerWhat = what;
-    this.#readerIdleAt = idleAt;
+  #blockRead<T>(kind: number, max: number, idleAt: number): Promise<T> {
+    this.#setReader(kind, max, idleAt);
     blocking = this;
     const p = block<T>(registerNext);
     blocking = null; // `block` may not have called it (a pending cancellation)
     return p;
+  }
+
+  #setReader(kind: number, max: number, idleAt: number): void {
+    this.#readerKind = kind;
+    this.#readerMax = max === Number.POSITIVE_INFINITY ? NONE : max;
+    this.#readerIdleAt = idleAt === Number.POSITIVE_INFINITY ? NONE : idleAt;
   }
 
   static {
@@ -639,7 +664,8 @@ export class Connection implements AsyncDisposable {
     registerNext = (w) => {
       const c = blocking!;
       blocking = null;
-      c.#enqueue(w, c.#readerKind, c.#readerMax, c.#readerWhat, c.#readerIdleAt);
+      const at = c.#readerIdleAt;
+      c.#enqueue(w, c.#readerKind, c.#max(), at === NONE ? Number.POSITIVE_INFINITY : at);
     };
     onIdle = (c) => c.#onIdleTimer();
   }
@@ -653,7 +679,7 @@ export class Connection implements AsyncDisposable {
       // the wait, whose own checkpoint raises a pending cancellation before anything happens.
       if (!this.#isClosed && !this.socket.destroyed) {
         this.#want();
-        return this.#blockRead<T>(kind, max, what, idleAt);
+        return this.#blockRead<T>(kind, max, idleAt);
       }
     }
     const cancelled = pendingCancellation();
@@ -661,7 +687,7 @@ export class Connection implements AsyncDisposable {
     const r = this.#poll(kind, max, what);
     if (r instanceof Error) return Promise.reject(r);
     if (r !== undefined) return Promise.resolve(r.value);
-    return this.#blockRead<T>(kind, max, what, idleAt);
+    return this.#blockRead<T>(kind, max, idleAt);
   }
 
   /**
@@ -764,7 +790,7 @@ export class Connection implements AsyncDisposable {
           if (!w.commit(r.value) && r.raw !== null) this.#unread(r.raw);
           return noop;
         }
-        return this.#register(w, kind, max, what, idleAt);
+        return this.#register(w, kind === LINE ? LINE_EVENT : DATA_EVENT, max, idleAt);
       },
     };
   }
@@ -935,7 +961,7 @@ export class Connection implements AsyncDisposable {
     // From here every byte that arrives is counted and dropped (#onData).
     this.#discarding = true;
     this.#discarded = this.#queued;
-    this.#chunks = [];
+    this.#chunks = null;
     this.#queued = 0;
     this.#scanned = 0;
     this.#want();
