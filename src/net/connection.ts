@@ -145,7 +145,25 @@ let nextId = 1;
 // so a shared register finds the connection here instead of in a closure made per read.
 let blocking: Connection | null = null;
 let registerNext: (w: Waiter<any>) => void;
-let onIdle: (c: Connection) => void;
+let onIdle: (l: IdleList) => void;
+
+/**
+ * The connections of one idle limit whose reads blocked, ordered by their reader's limit
+ * (`#readerIdleAt`), with one deadline for the head: an idle connection holds two links
+ * instead of a deadline of its own. A read that blocks moves its connection to the tail,
+ * which keeps the order in O(1) — with one limit and a clock that does not go back, a later
+ * call's limit is never earlier. A connection whose read has settled stays linked until the
+ * head's deadline or its close finds it (no work per read that did not block).
+ */
+interface IdleList {
+  readonly ms: number;
+  head: Connection | null;
+  tail: Connection | null;
+  // Armed for the head's limit or earlier (a moved head leaves it early: it fires, re-arms).
+  timer: Deadline | null;
+}
+// One list per idle limit in use (a server's connections share theirs); a few bytes each.
+const idleLists = new Map<number, IdleList>();
 type Listener = (this: net.Socket, ...args: any[]) => void;
 let listeners: Record<'end' | 'error' | 'drain' | 'close' | 'data', Listener>;
 
@@ -159,7 +177,8 @@ export class Connection implements AsyncDisposable {
   readonly socket: net.Socket;
   /** A number unique in this process, for logs. */
   readonly id: number;
-  readonly #idleMs: number;
+  // The list of this connection's idle limit; null without a limit.
+  readonly #idle: IdleList | null;
   readonly #drain: DrainFlag;
   // Bytes received and not yet returned to a reader, in order; null until the first bytes
   // arrive (an idle connection holds no array).
@@ -228,7 +247,9 @@ export class Connection implements AsyncDisposable {
   // (re-armed lazily, so a read that does not block costs no timer operation). Whole numbers
   // (see #idleAt), so neither field is a boxed double on every idle connection.
   #readerIdleAt = NONE;
-  #idleTimer: Deadline | null = null;
+  // Links in #idle's list; in it iff #idle.head === this or #idlePrev !== null.
+  #idlePrev: Connection | null = null;
+  #idleNext: Connection | null = null;
   #wakeWriters: Set<() => void> | null = null;
   // What only closing (or asking for `closed`) needs, made on first use.
   #rare: Rare | null = null;
@@ -289,7 +310,15 @@ export class Connection implements AsyncDisposable {
     if (typeof idle !== 'number' || Number.isNaN(idle) || idle <= 0) {
       throw new ArgumentError(`idleTimeoutMs must be a positive number, got ${String(idle)}`);
     }
-    this.#idleMs = idle;
+    if (idle === Number.POSITIVE_INFINITY) this.#idle = null;
+    else {
+      let l = idleLists.get(idle);
+      if (l === undefined) {
+        l = { ms: idle, head: null, tail: null, timer: null };
+        idleLists.set(idle, l);
+      }
+      this.#idle = l;
+    }
     this.#drain = settings?.drain ?? neverDraining;
     // One shared listener per event, finding us through the socket: a closure per event and
     // connection would cost every idle connection a few hundred bytes.
@@ -493,9 +522,8 @@ export class Connection implements AsyncDisposable {
    * early), so the stored limit is a small integer rather than a boxed double.
    */
   #idleAt(): number {
-    return this.#idleMs === Number.POSITIVE_INFINITY
-      ? Number.POSITIVE_INFINITY
-      : Math.ceil(now() + this.#idleMs);
+    const l = this.#idle;
+    return l === null ? Number.POSITIVE_INFINITY : Math.ceil(now() + l.ms);
   }
 
   #poll(kind: number, max: number, what: string): Polled<any> {
@@ -558,18 +586,66 @@ export class Connection implements AsyncDisposable {
     return -1;
   }
 
-  #onIdleTimer(): void {
-    this.#idleTimer = null;
-    const w = this.#blocked();
-    if (w === null) return; // nobody is waiting: no timer until someone is
-    const at = this.#readerIdleAt;
-    if (at === NONE) return;
-    if (now() >= at) {
-      this.#reader = null;
-      w.fail(new IdleTimeoutError(this.#idleMs));
-    } else {
-      this.#idleTimer = addDeadline(at, onIdle, this);
+  /** `l`'s deadline: fails the blocked reads past their limit, drops settled ones, re-arms. */
+  static #onIdleList(l: IdleList): void {
+    l.timer = null;
+    const t = now();
+    for (let c = l.head; c !== null; c = l.head) {
+      const w = c.#blocked();
+      if (w !== null && c.#readerIdleAt > t) break; // the first not due: the rest are later
+      c.#unlinkIdle();
+      if (w !== null) {
+        c.#reader = null;
+        w.fail(new IdleTimeoutError(l.ms));
+      }
     }
+    if (l.head !== null) l.timer = addDeadline(l.head.#readerIdleAt, onIdle, l);
+  }
+
+  /** Moves this connection to the tail of its idle list (its read just blocked). */
+  #linkIdle(l: IdleList): void {
+    // Not #unlinkIdle: the timer of a list this connection alone is in stays for its new limit.
+    this.#detachIdle(l);
+    const at = this.#readerIdleAt;
+    // Walk back past later limits: none in the common case; only a clock set back (a test
+    // clock installed) makes a later call's limit earlier.
+    let p = l.tail;
+    while (p !== null && p.#readerIdleAt > at) p = p.#idlePrev;
+    const n = p === null ? l.head : p.#idleNext;
+    this.#idlePrev = p;
+    this.#idleNext = n;
+    if (p === null) l.head = this;
+    else p.#idleNext = this;
+    if (n === null) l.tail = this;
+    else n.#idlePrev = this;
+    const d = l.timer;
+    if (d === null || d.at > l.head!.#readerIdleAt) {
+      if (d !== null) removeDeadline(d);
+      // One shared callback, given the list: no closure or deadline per connection.
+      l.timer = addDeadline(l.head!.#readerIdleAt, onIdle, l);
+    }
+  }
+
+  /** Takes this connection out of its idle list, if it is in it; an empty list has no timer. */
+  #unlinkIdle(): void {
+    const l = this.#idle;
+    if (l === null) return;
+    this.#detachIdle(l);
+    if (l.head === null && l.timer !== null) {
+      removeDeadline(l.timer);
+      l.timer = null;
+    }
+  }
+
+  #detachIdle(l: IdleList): void {
+    if (l.head !== this && this.#idlePrev === null) return;
+    const p = this.#idlePrev;
+    const n = this.#idleNext;
+    if (p === null) l.head = n;
+    else p.#idleNext = n;
+    if (n === null) l.tail = p;
+    else n.#idlePrev = p;
+    this.#idlePrev = this.#idleNext = null;
   }
 
   /**
@@ -595,16 +671,8 @@ export class Connection implements AsyncDisposable {
       return false;
     }
     this.#reader = w;
-    this.#readerKind = kind;
     this.#setReader(kind, max, idleAt);
-    if (idleAt !== Number.POSITIVE_INFINITY) {
-      const t = this.#idleTimer;
-      if (t === null || t.at > idleAt) {
-        if (t !== null) removeDeadline(t);
-        // One shared callback, given the connection: no closure per connection.
-        this.#idleTimer = addDeadline(idleAt, onIdle, this);
-      }
-    }
+    if (idleAt !== Number.POSITIVE_INFINITY) this.#linkIdle(this.#idle!);
     return true;
   }
 
@@ -646,10 +714,7 @@ export class Connection implements AsyncDisposable {
         const c = (this as Owned)[kConnection];
         c.#isClosed = true;
         c.#closeEmitted = true;
-        if (c.#idleTimer !== null) {
-          removeDeadline(c.#idleTimer);
-          c.#idleTimer = null;
-        }
+        c.#unlinkIdle();
         c.#wake();
         c.#wakeWrite();
         c.#resolveClosed?.();
@@ -667,7 +732,7 @@ export class Connection implements AsyncDisposable {
       const at = c.#readerIdleAt;
       c.#enqueue(w, c.#readerKind, c.#max(), at === NONE ? Number.POSITIVE_INFINITY : at);
     };
-    onIdle = (c) => c.#onIdleTimer();
+    onIdle = (l) => Connection.#onIdleList(l);
   }
 
   #readOp<T>(kind: number, max: number, what: string): Promise<T> {
@@ -889,7 +954,7 @@ export class Connection implements AsyncDisposable {
       if (idleAt !== Number.POSITIVE_INFINITY) {
         idle = addDeadline(idleAt, () => {
           cleanup();
-          w.fail(new IdleTimeoutError(this.#idleMs));
+          w.fail(new IdleTimeoutError(this.#idle!.ms));
         });
       }
       return cleanup;

@@ -10,7 +10,7 @@ import {
   LineTooLongError,
 } from '../../src/net/index.ts';
 import { after, select } from '../../src/sync/index.ts';
-import { injectCancellation } from '../../src/testing/index.ts';
+import { injectCancellation, useTestClock } from '../../src/testing/index.ts';
 import { collect, delay, pair } from './helpers.ts';
 import { checkLeaks } from '../helpers/leaks.ts';
 import { timerDelayUnderSwallowingLoop } from '../helpers/starvation.ts';
@@ -460,6 +460,39 @@ describe('idle limit', { timeout: 20_000 }, () => {
     })().catch((err: unknown) => err);
     assert.ok(e instanceof IdleTimeoutError, String(e));
     await p.close();
+  });
+
+  test('connections sharing an idle limit each give up at their own limit, from each blocking call', async () => {
+    // Invariant: a blocked read fails exactly at its call's time + the limit (virtual clock),
+    // whatever the other connections with that limit did meanwhile.
+    using clock = useTestClock(0);
+    const [a, b, c] = await Promise.all([1, 2, 3].map(() => pair({ idleTimeoutMs: 1000 })));
+    try {
+      const failedAt = new Map<string, number>();
+      const watch = (name: string, read: Promise<unknown>) =>
+        read.then(
+          () => failedAt.set(name, -1),
+          (e: unknown) => failedAt.set(name, e instanceof IdleTimeoutError ? clock.now() : -2),
+        );
+      const first = a.conn.read();
+      watch('b', b.conn.read());
+      watch('c', c.conn.read());
+      await clock.advance(400);
+      a.client.write('x');
+      assert.equal(String(await first), 'x');
+      watch('a', a.conn.read()); // blocks at 400: gives up at 1400, after b and c
+      await clock.advance(600);
+      assert.deepEqual(
+        [failedAt.get('b'), failedAt.get('c'), failedAt.get('a')],
+        [1000, 1000, undefined],
+      );
+      await clock.advance(399);
+      assert.equal(failedAt.get('a'), undefined);
+      await clock.advance(1);
+      assert.equal(failedAt.get('a'), 1400);
+    } finally {
+      await Promise.all([a, b, c].map((p) => p.close()));
+    }
   });
 
   test('readWithin shorter than the idle limit still returns timeout as a value', async () => {
