@@ -107,7 +107,12 @@ interface ScopeExtra {
   cleanupMs: number | undefined;
   forced: boolean;
   ownWindows: Window[] | null;
+  controller: AbortController | null;
 }
+
+// The bits of CancelScope#bits.
+const SHIELD = 1;
+const CLOSED = 2;
 
 /** A scope's windows, innermost first: an immutable list shared with scopes born inside. */
 export interface WindowList {
@@ -126,7 +131,8 @@ let openWindows = 0;
 export class CancelScope {
   /** Re-pointed when the parent closes while this scope lives on (see `close`). */
   parent: CancelScope | null;
-  readonly shield: boolean;
+  // `shield` and `closed`, as bits of one field: every task and timeout has a scope.
+  #bits: number;
   /** Own cause, set by the first `cancel` of this very scope. */
   cause: CancelCause | null = null;
   // Invariant: cancelledBy === (outermost scope s on the path from here up to and including
@@ -137,7 +143,6 @@ export class CancelScope {
   raising: CancelScope | null;
   // What few scopes need, allocated on first use: spawn and timeout stay as cheap as before.
   #extra: ScopeExtra | null = null;
-  closed = false;
   // Children form an intrusive doubly linked list (first/next/prev): O(1) join and leave
   // without hashing, which is the hot path of every timeout and spawn.
   // Invariant: c is reachable from parent.firstChild iff c.parent === parent && !c.closed.
@@ -146,11 +151,10 @@ export class CancelScope {
   prev: CancelScope | null = null;
   /** Blocked interruptible waiters in this very scope: an intrusive list (see firstChild). */
   firstWaiter: BlockWaiter<any> | null = null;
-  controller: AbortController | null = null;
 
   constructor(parent: CancelScope | null, shield = false) {
     this.parent = parent;
-    this.shield = shield;
+    this.#bits = shield ? SHIELD : 0;
     this.cancelledBy = parent && !shield ? parent.cancelledBy : null;
     this.raising = this.cancelledBy;
     if (parent) {
@@ -179,7 +183,27 @@ export class CancelScope {
       cleanupMs: undefined,
       forced: false,
       ownWindows: null,
+      controller: null,
     });
+  }
+
+  /** Whether cancellation from above stops here. */
+  get shield(): boolean {
+    return (this.#bits & SHIELD) !== 0;
+  }
+
+  /** True once `close()` ran. */
+  get closed(): boolean {
+    return (this.#bits & CLOSED) !== 0;
+  }
+
+  /** The scope's AbortController, once `signal()` made one. */
+  get controller(): AbortController | null {
+    return this.#extra === null ? null : this.#extra.controller;
+  }
+
+  set controller(c: AbortController | null) {
+    if (c !== null || this.#extra !== null) this.#x().controller = c;
   }
 
   /** The cleanup windows in force here (see `openWindow`), or null. */
@@ -244,7 +268,7 @@ export class CancelScope {
    */
   close(): void {
     if (this.closed) return;
-    this.closed = true;
+    this.#bits |= CLOSED;
     for (let l = this.windows; l; l = l.outer) {
       const w = l.win;
       if (w.open && --w.live === 0) retireWindow(w);
@@ -612,11 +636,16 @@ const PENDING = 0;
 const COMMITTED = 1;
 const ABORTED = 2;
 
+// Bits of BlockWaiter#bits above the state: commit a `Result` and settle with its value or
+// error (`blockResult`); joined its context's scope's waiter list.
+const STATE = 3;
+const UNWRAP = 4;
+const JOINED = 8;
+
 class BlockWaiter<T> implements Waiter<T> {
-  state = PENDING;
-  /** Commit a `Result` and settle with its value or error (used by `blockResult`). */
-  unwrap = false;
-  scope: CancelScope | null = null;
+  // The state (PENDING, COMMITTED, ABORTED) and the flags above, in one field: every blocked
+  // read of every idle connection holds a waiter.
+  bits = PENDING;
   next: BlockWaiter<any> | null = null;
   prev: BlockWaiter<any> | null = null;
   ctx: Ctx | null = null;
@@ -625,14 +654,18 @@ class BlockWaiter<T> implements Waiter<T> {
   reject!: (e: unknown) => void;
 
   get pending(): boolean {
-    return this.state === PENDING;
+    return (this.bits & STATE) === PENDING;
+  }
+
+  #settle(state: number): void {
+    this.bits = (this.bits & ~STATE) | state;
   }
 
   commit(value: T): boolean {
-    if (this.state !== PENDING) return false;
-    this.state = COMMITTED;
+    if ((this.bits & STATE) !== PENDING) return false;
+    this.#settle(COMMITTED);
     this.leave();
-    if (this.unwrap) {
+    if (this.bits & UNWRAP) {
       const r = value as { ok: boolean; value?: unknown; error?: unknown };
       if (r.ok) this.resolve(r.value as T);
       else this.reject(r.error);
@@ -643,16 +676,17 @@ class BlockWaiter<T> implements Waiter<T> {
   }
 
   fail(error: unknown): boolean {
-    if (this.state !== PENDING) return false;
-    this.state = ABORTED;
+    if ((this.bits & STATE) !== PENDING) return false;
+    this.#settle(ABORTED);
     this.leave();
     this.reject(error);
     return true;
   }
 
-  /** Joins `scope`'s waiter list (O(1)). */
-  join(scope: CancelScope): void {
-    this.scope = scope;
+  /** Joins the waiter list of its context's scope (O(1)). */
+  join(): void {
+    this.bits |= JOINED;
+    const scope = this.ctx!.scope;
     const head = scope.firstWaiter;
     this.next = head;
     if (head) head.prev = this;
@@ -661,9 +695,9 @@ class BlockWaiter<T> implements Waiter<T> {
 
   /** Leaves its scope's waiter list, if in one (O(1)). */
   leave(): void {
-    const s = this.scope;
-    if (!s) return;
-    this.scope = null;
+    if ((this.bits & JOINED) === 0) return;
+    this.bits &= ~JOINED;
+    const s = this.ctx!.scope;
     if (this.prev) this.prev.next = this.next;
     else if (s.firstWaiter === this) s.firstWaiter = this.next;
     if (this.next) this.next.prev = this.prev;
@@ -671,8 +705,8 @@ class BlockWaiter<T> implements Waiter<T> {
   }
 
   interrupt(origin: CancelScope): void {
-    if (this.state !== PENDING) return;
-    this.state = ABORTED;
+    if ((this.bits & STATE) !== PENDING) return;
+    this.#settle(ABORTED);
     this.leave();
     // Settle first: a throwing unregister must not leave the waiter hanging.
     this.reject(raise(origin, this.ctx ?? undefined));
@@ -715,15 +749,13 @@ function blockWith<T>(
   const origin = pendingCancel(ctx, true);
   if (origin) return rejectCancelled(raise(origin, ctx));
   const w = new BlockWaiter<T>();
-  w.unwrap = unwrap;
+  if (unwrap) w.bits = UNWRAP;
   w.ctx = ctx;
   const p = new Promise<T>((res, rej) => {
     w.resolve = res;
     w.reject = rej;
   });
   w.unregister = register(w);
-  if (w.state === PENDING && ctx.mask !== UNINTERRUPTIBLE) {
-    w.join(ctx.scope);
-  }
+  if (w.pending && ctx.mask !== UNINTERRUPTIBLE) w.join();
   return p;
 }

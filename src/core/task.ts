@@ -41,6 +41,17 @@ let nextId = 1;
 // Invariant: t is reachable from (t.parent?.firstKid ?? roots.firstKid) iff !t.done.
 const roots = { firstKid: null as Task<unknown> | null };
 
+/** What few tasks need (waiters, a `joined()` promise, adopted promises), made on first use. */
+interface TaskRare {
+  waiters: Waiter<Result<any>>[] | null;
+  done: Promise<void> | null;
+  resolveDone: (() => void) | null;
+  adopted: Set<Promise<unknown>> | null;
+}
+// The bits of Task#bits.
+const ENDED_CANCELLED = 1;
+const OBSERVED = 2;
+
 /** Options for `spawn`. */
 export interface SpawnOptions {
   /** A name for diagnostics and the task-tree dump. Default: `task-<id>`. */
@@ -74,8 +85,15 @@ export class Task<T> implements TaskLike, AsyncDisposable {
   readonly scope: CancelScope;
   /** @internal */
   raisedFor: object | null = null;
+  // `endedCancelled` and `#observed`, as bits of one field: every idle connection has a task.
+  #bits = 0;
   /** @internal the body itself ended by a cancellation (not by someone else's error). */
-  endedCancelled = false;
+  get endedCancelled(): boolean {
+    return (this.#bits & ENDED_CANCELLED) !== 0;
+  }
+  set endedCancelled(v: boolean) {
+    this.#bits = v ? this.#bits | ENDED_CANCELLED : this.#bits & ~ENDED_CANCELLED;
+  }
   /** @internal the body, until it starts. */
   body: ((arg?: any) => T | PromiseLike<T>) | null = null;
   /**
@@ -90,12 +108,41 @@ export class Task<T> implements TaskLike, AsyncDisposable {
   /** @internal */
   prevSib: Task<unknown> | null = null;
   #outcome: Result<T> | null = null;
-  #observed = false;
-  #waiters: Waiter<Result<T>>[] | null = null;
-  #done: Promise<void> | null = null;
-  #resolveDone: (() => void) | null = null;
+  get #observed(): boolean {
+    return (this.#bits & OBSERVED) !== 0;
+  }
+  set #observed(v: boolean) {
+    this.#bits = v ? this.#bits | OBSERVED : this.#bits & ~OBSERVED;
+  }
+  #rare: TaskRare | null = null;
+  #r(): TaskRare {
+    return (this.#rare ??= { waiters: null, done: null, resolveDone: null, adopted: null });
+  }
+  get #waiters(): Waiter<Result<T>>[] | null {
+    return this.#rare === null ? null : this.#rare.waiters;
+  }
+  set #waiters(v: Waiter<Result<T>>[] | null) {
+    if (v !== null || this.#rare !== null) this.#r().waiters = v;
+  }
+  get #done(): Promise<void> | null {
+    return this.#rare === null ? null : this.#rare.done;
+  }
+  set #done(v: Promise<void> | null) {
+    if (v !== null || this.#rare !== null) this.#r().done = v;
+  }
+  get #resolveDone(): (() => void) | null {
+    return this.#rare === null ? null : this.#rare.resolveDone;
+  }
+  set #resolveDone(v: (() => void) | null) {
+    if (v !== null || this.#rare !== null) this.#r().resolveDone = v;
+  }
   /** @internal foreign promises adopted by this task, awaited before it finishes. */
-  adopted: Set<Promise<unknown>> | null = null;
+  get adopted(): Set<Promise<unknown>> | null {
+    return this.#rare === null ? null : this.#rare.adopted;
+  }
+  set adopted(v: Set<Promise<unknown>> | null) {
+    if (v !== null || this.#rare !== null) this.#r().adopted = v;
+  }
   /** @internal the group told when this task is done (a microtask after it is). */
   group: {
     childDone(t: Task<unknown>): void;

@@ -2,6 +2,7 @@
 import assert from 'node:assert/strict';
 import { describe, test } from 'node:test';
 import { type Clock, installClock, systemClock } from '../../src/core/clock.ts';
+import { block, current, type Waiter } from '../../src/core/context.ts';
 import {
   checkpoint,
   mask,
@@ -18,6 +19,47 @@ import { checkLeaks } from '../helpers/leaks.ts';
 checkLeaks();
 
 describe('kept guarantees', { timeout: 10_000 }, () => {
+  test("a blocked waiter is in its scope's waiter list exactly while it waits", async () => {
+    // Invariant: after a commit, a fail or an interruption the scope lists no waiter (O(1)
+    // leave); a waiter that stayed would be held, and interrupted again, until the scope closes.
+    await spawn(async () => {
+      const scope = current().scope;
+      let w: Waiter<number> | null = null;
+      const inList = () => {
+        let n = 0;
+        for (let x = scope.firstWaiter; x; x = x.next) n++;
+        return n;
+      };
+      const committed = block<number>((x) => {
+        w = x;
+      });
+      assert.equal(inList(), 1);
+      w!.commit(1);
+      assert.equal(await committed, 1);
+      assert.equal(inList(), 0);
+      const failed = block<number>((x) => {
+        w = x;
+      });
+      assert.equal(inList(), 1);
+      w!.fail(new Error('broken'));
+      await assert.rejects(failed, /broken/);
+      assert.equal(inList(), 0);
+      let inner: typeof scope | null = null;
+      const waitersOf = (sc: typeof scope) => {
+        let n = 0;
+        for (let x = sc.firstWaiter; x; x = x.next) n++;
+        return n;
+      };
+      await timeout(5, () => {
+        inner = current().scope;
+        const p = block<number>(() => {});
+        assert.equal(waitersOf(inner), 1);
+        return p;
+      });
+      assert.equal(waitersOf(inner!), 0); // interrupted by the timeout's expiry
+    }).wait();
+  });
+
   test('await using in a cancelled scope waits for the child, and the timeout catches its own expiry', async () => {
     const log: string[] = [];
     const v = await timeout(5, async () => {
