@@ -2,7 +2,7 @@
  * `npm run bench -- reload [--quick] [--chaos] [--only quiesce|pm2|node] [--keep-alive on|off]`
  *
  * Reloads under saturating load, three systems side by side in one run, keep-alive off and on:
- * 1. quiesce: `quiesce run --workers 2` over an UNMODIFIED Express app
+ * 1. quiesce: `quiesce run --workers 2 --warm-up /:200` over an UNMODIFIED Express app
  *    (examples/apps/express-app.js, which only calls `app.listen(PORT)`), reloaded through its
  *    control socket.
  * 2. PM2: cluster mode, 2 instances, `pm2 reload`, with PM2's recommended graceful set-up
@@ -27,8 +27,8 @@
  * and errors per 100 ms, reload moments marked, into docs/benchmarks/reload-keepalive-*.svg
  * (with --quick into the temporary directory, whose path is printed).
  *
- * --drain-spread DUR, --warm-up PATH[:N]: passed to `quiesce run` (default: quiesce's own), to
- * compare settings.
+ * --drain-spread DUR: passed to `quiesce run` (default: quiesce's own), to compare settings.
+ * --warm-up PATH[:N] | off: quiesce's warm-up (default /:200; off: none, quiesce's default).
  *
  * --trace PREFIX: also writes PREFIX-<system>-<on|off>.json per run: the reload marks, every
  * request (start, latency, kind, answering pid, first on its socket) and, for quiesce, the
@@ -59,7 +59,10 @@ const chaos = flag('--chaos');
 const only = value('--only');
 const trace = value('--trace');
 const drainSpread = value('--drain-spread');
-const warmUp = value('--warm-up');
+// quiesce's warm-up of new workers (opt-in in quiesce itself, on here: it runs the app's `/`,
+// the route this load calls); `--warm-up off` measures quiesce's own default.
+const warmUpArg = value('--warm-up') ?? '/:200';
+const warmUp = warmUpArg === 'off' ? null : warmUpArg;
 const modes =
   value('--keep-alive') === 'on'
     ? [true]
@@ -686,7 +689,7 @@ async function main(): Promise<void> {
   console.log(
     `\nreload under load: ${chaos ? `chaos (${CHAOS.join(', ')})` : `${RELOADS} reloads`} per run, ` +
       `${CONNECTIONS} connections for ${DURATION_MS / 1000} s, 2 workers, Node ${process.version}, ` +
-      `${cpus().length} CPUs, load average ${loadavg()[0].toFixed(1)}${quick ? ' (QUICK: not a measurement)' : ''}`,
+      `${cpus().length} CPUs, load average ${loadavg()[0].toFixed(1)}, quiesce --warm-up ${warmUp ?? 'off'}${quick ? ' (QUICK: not a measurement)' : ''}`,
   );
   console.log(
     'latency in ms, p50 / p99 / max; "during reloads" = requests overlapping a reload (+250 ms)\n',
