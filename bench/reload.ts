@@ -689,7 +689,7 @@ async function main(): Promise<void> {
   console.log(
     `\nreload under load: ${chaos ? `chaos (${CHAOS.join(', ')})` : `${RELOADS} reloads`} per run, ` +
       `${CONNECTIONS} connections for ${DURATION_MS / 1000} s, 2 workers, Node ${process.version}, ` +
-      `${cpus().length} CPUs, load average ${loadavg()[0].toFixed(1)}, quiesce --warm-up ${warmUp ?? 'off'}${quick ? ' (QUICK: not a measurement)' : ''}`,
+      `${cpus().length} CPUs, load average ${loadavg()[0].toFixed(1)}, sched_autogroup ${autogroup()}, quiesce --warm-up ${warmUp ?? 'off'}${quick ? ' (QUICK: not a measurement)' : ''}`,
   );
   console.log(
     'latency in ms, p50 / p99 / max; "during reloads" = requests overlapping a reload (+250 ms)\n',
@@ -714,3 +714,18 @@ async function main(): Promise<void> {
 }
 
 await main();
+
+/**
+ * Whether the kernel schedules by session ('on'), which shapes this bench: a quiesce worker
+ * leads its own session, so each worker is a scheduling group of its own beside the load
+ * client's (see docs/benchmarks/reload.md, "Warm-up").
+ */
+function autogroup(): string {
+  try {
+    return readFileSync('/proc/sys/kernel/sched_autogroup_enabled', 'utf8').trim() === '1'
+      ? 'on'
+      : 'off';
+  } catch {
+    return 'n/a';
+  }
+}
