@@ -118,24 +118,6 @@ export class Task<T> implements TaskLike, AsyncDisposable {
   #r(): TaskRare {
     return (this.#rare ??= { waiters: null, done: null, resolveDone: null, adopted: null });
   }
-  get #waiters(): Waiter<Result<T>>[] | null {
-    return this.#rare === null ? null : this.#rare.waiters;
-  }
-  set #waiters(v: Waiter<Result<T>>[] | null) {
-    if (v !== null || this.#rare !== null) this.#r().waiters = v;
-  }
-  get #done(): Promise<void> | null {
-    return this.#rare === null ? null : this.#rare.done;
-  }
-  set #done(v: Promise<void> | null) {
-    if (v !== null || this.#rare !== null) this.#r().done = v;
-  }
-  get #resolveDone(): (() => void) | null {
-    return this.#rare === null ? null : this.#rare.resolveDone;
-  }
-  set #resolveDone(v: (() => void) | null) {
-    if (v !== null || this.#rare !== null) this.#r().resolveDone = v;
-  }
   /** @internal foreign promises adopted by this task, awaited before it finishes. */
   get adopted(): Set<Promise<unknown>> | null {
     return this.#rare === null ? null : this.#rare.adopted;
@@ -184,7 +166,7 @@ export class Task<T> implements TaskLike, AsyncDisposable {
 
   /** @internal how many waiters (wait, result, cancel, select) are registered. */
   get waiting(): number {
-    return this.#waiters?.length ?? 0;
+    return this.#rare?.waiters?.length ?? 0;
   }
 
   /** True once the task, its children and its finalizers are all done. */
@@ -224,7 +206,7 @@ export class Task<T> implements TaskLike, AsyncDisposable {
   }
 
   #addWaiter(w: Waiter<Result<T>>): () => void {
-    const ws = (this.#waiters ??= []);
+    const ws: Waiter<Result<T>>[] = (this.#r().waiters ??= []);
     ws.push(w);
     // An interrupted waiter leaves the list at once, so waits that time out do not pile up.
     return () => {
@@ -267,12 +249,11 @@ export class Task<T> implements TaskLike, AsyncDisposable {
   /** @internal resolves when the task is done; never rejects; not a checkpoint. */
   joined(): Promise<void> {
     if (this.#outcome) return Promise.resolve();
-    if (!this.#done) {
-      this.#done = new Promise<void>((r) => {
-        this.#resolveDone = r;
-      });
-    }
-    return this.#done;
+    const rare = this.#r();
+    rare.done ??= new Promise<void>((r) => {
+      rare.resolveDone = r;
+    });
+    return rare.done;
   }
 
   /** @internal the outcome as waiters see it (a cancellation is a TaskCancelledError), or null while running. */
@@ -303,14 +284,15 @@ export class Task<T> implements TaskLike, AsyncDisposable {
     else if (list.firstKid === (this as Task<unknown>)) list.firstKid = this.nextSib;
     if (this.nextSib) this.nextSib.prevSib = this.prevSib;
     this.nextSib = this.prevSib = null;
-    const ws = this.#waiters;
-    this.#waiters = null;
+    const rare = this.#rare;
+    const ws: Waiter<Result<T>>[] | null = rare === null ? null : rare.waiters;
+    if (rare !== null) rare.waiters = null;
     if (ws) for (const w of ws) w.commit(r);
     // Queued where a reaction to `joined()` would be: the group learns of it in the same
     // microtask turn as before, without a promise and two closures held per idle child.
     const g = this.group;
     if (g) queueMicrotask(() => g.childDone(this as Task<unknown>));
-    this.#resolveDone?.();
+    this.#rare?.resolveDone?.();
     if (!r.ok && !this.endedCancelled && !this.#observed && !ws) {
       this.#reportIfUnobserved(r.error);
     }
